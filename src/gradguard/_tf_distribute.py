@@ -1,0 +1,52 @@
+"""The TensorFlow-only part of `GradientGuard`: `tf.distribute` and stateful `tf.cond`.
+
+Keras 3's own `clipnorm`/`global_clipnorm` clip each replica's *local* gradient
+before the all-reduce (`BaseOptimizer.apply` clips, then the TF backend's
+`_backend_update_step` sums), so a two-replica run is not the one-device run.
+Here the guard sums first, clips the sum, then hands each replica
+clipped / num_replicas; the inner optimizer's own all-reduce adds those back up
+to exactly the clipped sum (for two replicas the halving is exact in floating
+point). The skip decision comes from the all-reduced gradient, so every replica
+takes the same branch.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+from keras import ops
+
+
+def apply(guard, grads: list, trainable_variables: list) -> None:
+    """Apply `guard` (a `GradientGuard`) to `grads` under any `tf.distribute` strategy."""
+    if tf.distribute.in_cross_replica_context():
+        raise ValueError("GradientGuard.apply() must be called in a replica context")
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    if replicas > 1:
+        present = [i for i, g in enumerate(grads) if g is not None]
+        summed = tf.distribute.get_replica_context().all_reduce(
+            tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
+        for i, g in zip(present, summed, strict=True):
+            grads[i] = g
+    clipped, apply_update = guard.stateful_guard_step(grads, trainable_variables)
+    if replicas > 1:
+        clipped = [None if g is None else g / replicas for g in clipped]
+
+    inner = guard.inner_optimizer
+    if not guard.skip_nonfinite:
+        inner.apply(clipped, trainable_variables)
+    elif tf.__internal__.distribute.strategy_supports_no_merge_call():
+        ops.cond(apply_update, lambda: inner.apply(clipped, trainable_variables), lambda: None)
+    else:
+        # As in keras.optimizers.LossScaleOptimizer: a cond whose branch calls
+        # merge_call (every inner optimizer does) must run in cross-replica context.
+        def cross_replica(distribution, clipped, apply_update):
+            decision = distribution.experimental_local_results(apply_update)[0]
+
+            def update():
+                distribution.extended.call_for_each_replica(
+                    inner.apply, args=(clipped, trainable_variables))
+
+            ops.cond(decision, update, lambda: None)
+
+        tf.distribute.get_replica_context().merge_call(
+            cross_replica, args=(clipped, apply_update))

@@ -1,0 +1,209 @@
+"""Gradient clipping as small pure functions over `keras.ops`.
+
+Each function takes a list of gradients (entries may be None) and returns a new
+list; adaptive modes also take and return their state as plain tensors, so the
+same code runs eagerly, inside `tf.function` and under `jax.jit`. The optimizer
+wrapper `gradguard.GradientGuard` keeps that state in optimizer variables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from keras import ops
+
+CLIP_MODES = ("none", "value", "norm", "global_norm", "agc", "autoclip", "zscore")
+# Brock et al. 2021 (NFNets), section 4: weights with a norm below eps still
+# allow updates of size lambda * eps, so zero-initialised units can learn.
+AGC_EPS = 1e-3
+_TINY = 1e-12  # guards divisions by a norm that may be exactly zero
+
+
+def global_norm(grads: Sequence) -> object:
+    """L2 norm of all gradients taken together: sqrt(sum_i ||g_i||^2).
+
+    Args:
+        grads: gradient tensors; None entries are ignored.
+
+    Returns:
+        A float32 scalar tensor (0.0 for no gradients).
+    """
+    squares = [ops.sum(ops.square(ops.cast(g, "float32"))) for g in grads if g is not None]
+    if not squares:
+        return ops.convert_to_tensor(0.0, "float32")
+    return ops.sqrt(ops.sum(ops.stack(squares)))
+
+
+def all_finite(grads: Sequence) -> object:
+    """True when no gradient holds a NaN or an Inf (a boolean scalar tensor)."""
+    checks = [ops.all(ops.isfinite(g)) for g in grads if g is not None]
+    if not checks:
+        return ops.convert_to_tensor(True)
+    return ops.all(ops.stack(checks))
+
+
+def scale_to_norm(grads: Sequence, norm, bound) -> list:
+    """Scale all gradients by bound / norm when norm > bound, else leave them as they are.
+
+    Pascanu et al. 2013, "On the difficulty of training recurrent neural
+    networks", algorithm 1. A `where` rather than a branch: a norm at or under
+    the bound (or an infinite bound) multiplies by exactly 1.0.
+    """
+    factor = ops.where(norm > bound, bound / ops.maximum(norm, _TINY), 1.0)
+    return [None if g is None else ops.multiply(g, ops.cast(factor, g.dtype)) for g in grads]
+
+
+def clip_by_value(grads: Sequence, clip_value: float) -> list:
+    """Clip every element to [-clip_value, clip_value]."""
+    return [None if g is None else ops.clip(g, -clip_value, clip_value) for g in grads]
+
+
+def clip_by_norm(grads: Sequence, clip_norm: float) -> list:
+    """Clip each gradient tensor separately to an L2 norm of at most clip_norm."""
+    return [
+        None if g is None else scale_to_norm([g], global_norm([g]), clip_norm)[0] for g in grads
+    ]
+
+
+def clip_by_global_norm(grads: Sequence, clip_norm: float) -> list:
+    """Scale all gradients together so that their global L2 norm is at most clip_norm."""
+    return scale_to_norm(grads, global_norm(grads), clip_norm)
+
+
+def unitwise_norm(x) -> object:
+    """L2 norm of each output unit of a Keras weight, broadcastable against it.
+
+    Keras stores kernels with the output axis last (Dense `(in, out)`, Conv2D
+    `(h, w, in, out)`), so a unit is everything but the last axis. Vectors
+    (biases, normalisation scales) count as one unit, as in NFNets and optax.
+    """
+    x = ops.cast(x, "float32")
+    axes = None if len(x.shape) <= 1 else tuple(range(len(x.shape) - 1))
+    return ops.sqrt(ops.sum(ops.square(x), axis=axes, keepdims=True))
+
+
+def adaptive_clip(grads: Sequence, weights: Sequence, clip_factor: float,
+                  excluded: Sequence[bool] | None = None, eps: float = AGC_EPS) -> list:
+    """Adaptive gradient clipping (AGC), unit-wise.
+
+    Each unit's gradient G_i is rescaled so that ||G_i|| <= clip_factor * max(||W_i||, eps).
+
+    Args:
+        grads: gradients, one per weight (None entries pass through).
+        weights: the weights the gradients belong to (tensors or variables).
+        clip_factor: lambda in the paper; 0.01 suits batch sizes up to ~4096.
+        excluded: per weight, True to leave its gradient unclipped (NFNets
+            leave the final classifier alone).
+        eps: the smallest weight norm used for the bound.
+
+    Returns:
+        The clipped gradients.
+
+    References:
+        Brock, De, Smith and Simonyan 2021, "High-Performance Large-Scale Image
+        Recognition Without Normalization", section 4.1.
+    """
+    excluded = excluded or [False] * len(grads)
+    clipped = []
+    for grad, weight, skip in zip(grads, weights, excluded, strict=True):
+        if grad is None or skip:
+            clipped.append(grad)
+            continue
+        max_norm = ops.multiply(ops.maximum(unitwise_norm(weight), eps), clip_factor)
+        grad_norm = unitwise_norm(grad)
+        factor = ops.divide(max_norm, ops.maximum(grad_norm, max_norm))
+        clipped.append(ops.multiply(grad, ops.cast(factor, grad.dtype)))
+    return clipped
+
+
+class AutoClipState(NamedTuple):
+    """A ring buffer of past global norms and how many were ever written."""
+
+    history: object  # float32[window]
+    count: object  # int32 scalar
+
+
+def autoclip_threshold(state: AutoClipState, norm, percentile: float):
+    """AutoClip: record `norm`, return the percentile of the norms seen so far.
+
+    The bound is the `percentile`-th percentile (numpy's linear interpolation)
+    of the last `window` norms, the current one included, as in the reference
+    code: `history.append(norm); clip = np.percentile(history, p)`.
+
+    Args:
+        state: the ring buffer.
+        norm: this step's pre-clip global norm (a float32 scalar).
+        percentile: in (0, 100].
+
+    Returns:
+        `(threshold, new_state)`.
+
+    References:
+        Seetharaman, Wichern, Pardo and Le Roux 2020, "AutoClip: Adaptive
+        Gradient Clipping for Source Separation Networks".
+    """
+    window = state.history.shape[0]
+    slot = ops.mod(state.count, window)
+    history = ops.where(ops.equal(ops.arange(window), slot), norm, state.history)
+    count = state.count + 1
+    filled = ops.minimum(count, window)
+    # Unfilled slots sort after every real norm and are never indexed.
+    ordered = ops.sort(ops.where(ops.arange(window) < filled, history, float("inf")))
+    position = ops.cast(filled - 1, "float32") * (percentile / 100.0)
+    lower = ops.cast(ops.floor(position), "int32")
+    upper = ops.minimum(lower + 1, filled - 1)
+    low_value, high_value = ops.take(ordered, lower), ops.take(ordered, upper)
+    weight = position - ops.floor(position)
+    threshold = low_value + (high_value - low_value) * weight
+    return threshold, AutoClipState(history, count)
+
+
+class ZScoreState(NamedTuple):
+    """EMA statistics of the global norm (Welford sums during warm-up)."""
+
+    count: object  # int32 scalar: steps observed
+    mean: object  # float32 scalar
+    var: object  # float32 scalar; during warm-up the running sum of squared deviations
+
+
+def zscore_threshold(state: ZScoreState, norm, z_threshold: float, alpha: float, warmup: int):
+    """ZClip: the bound for this step's norm, and the updated statistics.
+
+    During the first `warmup` steps the norm only feeds the statistics (mean and
+    population variance) and the bound is +inf. After that, a norm whose z-score
+    z = (g - mean) / std exceeds `z_threshold` gets the bound
+    mean + z_threshold^2 * std / z (the reference's "adaptive_scaling": larger
+    outliers are pulled further in), and the EMAs absorb the clipped norm so a
+    spike does not inflate them.
+
+    Returns:
+        `(threshold, new_state)`; threshold is +inf when no clipping applies.
+
+    References:
+        Kumar, Owen, Chowdhury and Güra 2025, "ZClip: Adaptive Spike Mitigation
+        for LLM Pre-Training" (arXiv:2504.02507), and its reference code.
+    """
+    count = state.count + 1
+    in_warmup = state.count < warmup
+    # Welford's update for the warm-up; the last warm-up step turns M2 into a variance.
+    delta = norm - state.mean
+    warm_mean = state.mean + delta / ops.cast(count, "float32")
+    warm_m2 = state.var + delta * (norm - warm_mean)
+    warm_var = ops.where(ops.equal(count, warmup), warm_m2 / float(warmup), warm_m2)
+
+    std = ops.sqrt(ops.maximum(state.var, 0.0))
+    z = (norm - state.mean) / (std + 1e-6)
+    spike = ops.logical_and(ops.logical_not(in_warmup), z > z_threshold)
+    bound = state.mean + (z_threshold * z_threshold) * std / ops.maximum(z, _TINY)
+    effective = ops.where(spike, bound, norm)
+    ema_mean = alpha * state.mean + (1.0 - alpha) * effective
+    ema_var = alpha * state.var + (1.0 - alpha) * ops.square(effective - ema_mean)
+
+    threshold = ops.where(spike, bound, float("inf"))
+    new_state = ZScoreState(
+        count,
+        ops.where(in_warmup, warm_mean, ema_mean),
+        ops.where(in_warmup, warm_var, ema_var),
+    )
+    return threshold, new_state

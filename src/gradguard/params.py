@@ -1,0 +1,267 @@
+"""The params schema: `params.yaml` read once into frozen, validated dataclasses.
+
+Every rule fails with one line naming the key, the value received and what is
+allowed, so a typo such as `clip_nrom` stops a stage before it writes anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, Literal, get_args, get_origin
+
+from gradguard.clipping import CLIP_MODES
+
+INITIALIZERS = (
+    "glorot_uniform",
+    "glorot_normal",
+    "he_normal",
+    "he_uniform",
+    "lecun_normal",
+    "orthogonal",
+)
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop")
+SOURCES = ("digits", "mnist", "fashion_mnist", "npz", "folder")
+
+
+class ParamsError(ValueError):
+    """A params value is missing, misspelt, of the wrong type or out of range."""
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ParamsError(f"params: {key}={value!r} is invalid; expected {allowed}")
+
+
+def _positive(key: str, value: float | None) -> None:
+    _check(value is None or value > 0, key, value, "a number > 0 (or null)")
+
+
+def _fraction(key: str, value: float) -> None:
+    _check(0 < value < 1, key, value, "a fraction in (0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataParams:
+    source: str = "digits"  # one of SOURCES
+    path: str | None = None  # file (npz) or folder (folder) the source reads
+    image_size: int = 28  # images are resized to image_size x image_size x 1
+    val_fraction: float = 0.15  # share of all samples held out for validation
+    test_fraction: float = 0.15  # share of all samples held out for the final test
+
+    def validate(self) -> None:
+        _check(self.source in SOURCES, "data.source", self.source, f"one of {SOURCES}")
+        needs_path = self.source in ("npz", "folder")
+        _check(not needs_path or bool(self.path), "data.path", self.path,
+               f"a path when data.source is {self.source!r}")
+        _check(4 <= self.image_size <= 512, "data.image_size", self.image_size,
+               "an integer in [4, 512]")
+        _fraction("data.val_fraction", self.val_fraction)
+        _fraction("data.test_fraction", self.test_fraction)
+        total = self.val_fraction + self.test_fraction
+        _check(total < 1, "data.val_fraction+data.test_fraction", round(total, 6),
+               "a sum below 1 so that a training split remains")
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentParams:
+    copies: int = 1  # augmented copies added per training image; 0 passes it through
+    rotation: float = 10.0  # maximum rotation, degrees
+    shift: float = 0.1  # maximum shift, fraction of the image side
+    zoom: float = 0.1  # maximum zoom in or out, fraction
+    noise_std: float = 0.0  # std of added Gaussian pixel noise (pixels are in [0, 1])
+
+    def validate(self) -> None:
+        _check(0 <= self.copies <= 20, "augment.copies", self.copies, "an integer in [0, 20]")
+        _check(0 <= self.rotation <= 180, "augment.rotation", self.rotation, "degrees in [0, 180]")
+        _check(0 <= self.shift < 1, "augment.shift", self.shift, "a fraction in [0, 1)")
+        _check(0 <= self.zoom < 1, "augment.zoom", self.zoom, "a fraction in [0, 1)")
+        _check(0 <= self.noise_std <= 1, "augment.noise_std", self.noise_std, "a number in [0, 1]")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelParams:
+    filters: tuple[int, ...] = (32, 64)  # one Conv2D block per entry, this many filters
+    kernel_size: int = 3  # square convolution kernel side
+    pooling: Literal["max", "none"] = "max"  # 2x2 pooling after each conv block
+    head: Literal["flatten", "global_avg"] = "flatten"  # how conv maps reach the dense layer
+    dense: int = 64  # width of the hidden dense layer; 0 = none
+    activation: Literal["relu", "tanh", "elu", "gelu", "sigmoid"] = "relu"
+    batch_norm: bool = False  # BatchNormalization after each conv
+    dropout: float = 0.0  # dropout before the classifier
+
+    def validate(self) -> None:
+        _check(len(self.filters) >= 1 and all(f >= 1 for f in self.filters), "model.filters",
+               list(self.filters), "a non-empty list of positive integers")
+        _check(1 <= self.kernel_size <= 11, "model.kernel_size", self.kernel_size,
+               "an integer in [1, 11]")
+        _check(self.dense >= 0, "model.dense", self.dense, "an integer >= 0")
+        _check(0 <= self.dropout < 1, "model.dropout", self.dropout, "a fraction in [0, 1)")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainParams:
+    optimizer: str = "adam"  # one of OPTIMIZERS ("momentum" = SGD with momentum)
+    learning_rate: float = 0.001  # step size of the inner optimizer
+    momentum: float = 0.9  # used by "momentum" and "rmsprop"
+    weight_decay: float = 0.0001  # decoupled weight decay, used by "adamw"
+    batch_size: int = 32  # samples per step
+    epochs: int = 30  # upper bound; early stopping usually ends sooner
+    patience: int = 5  # epochs without val_loss improvement before stopping
+    distribute: Literal["none", "mirrored"] = "none"  # tf.distribute.MirroredStrategy
+    mixed_precision: bool = False  # mixed_float16 compute with dynamic loss scaling
+
+    def validate(self) -> None:
+        _check(self.optimizer in OPTIMIZERS, "train.optimizer", self.optimizer,
+               f"one of {OPTIMIZERS}")
+        _positive("train.learning_rate", self.learning_rate)
+        _check(0 <= self.momentum < 1, "train.momentum", self.momentum, "a number in [0, 1)")
+        _check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
+        _check(self.batch_size >= 1, "train.batch_size", self.batch_size, "an integer >= 1")
+        _check(self.epochs >= 1, "train.epochs", self.epochs, "an integer >= 1")
+        _check(self.patience >= 0, "train.patience", self.patience, "an integer >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateParams:
+    baseline: Literal["logistic", "svc"] = "svc"  # scikit-learn model fitted beside the CNN
+    batch_size: int = 256  # samples per evaluation batch
+
+    def validate(self) -> None:
+        _check(self.batch_size >= 1, "evaluate.batch_size", self.batch_size, "an integer >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    seed: int = 42  # seeds the split, augmentation, initialisation and shuffling
+    clip_mode: str = "auto"  # auto: global_norm if clip_norm, value if clip_value, else none
+    clip_norm: float | None = None  # L2 bound of norm/global_norm clipping; null = off
+    clip_value: float | None = None  # elementwise bound of value clipping; null = off
+    agc_lambda: float = 0.01  # AGC: unit-wise bound ||G|| <= lambda * max(||W||, 1e-3)
+    autoclip_percentile: float = 10.0  # AutoClip: percentile of past norms used as the bound
+    autoclip_window: int = 1000  # AutoClip: how many past norms are remembered
+    zscore_threshold: float = 2.5  # ZClip: z-score above which the norm is scaled down
+    zscore_alpha: float = 0.97  # ZClip: EMA decay of the norm's mean and variance
+    zscore_warmup: int = 25  # ZClip: steps observed before any clipping
+    skip_nonfinite: bool = True  # skip updates whose gradients hold NaN or Inf
+    max_consecutive_skips: int = 10  # after this many skips in a row the run is diverged
+    init: str = "he_normal"  # kernel initialiser, one of INITIALIZERS
+    init_scale: float = 1.0  # multiplies the initialiser's standard deviation
+    data: DataParams = dataclasses.field(default_factory=DataParams)
+    augment: AugmentParams = dataclasses.field(default_factory=AugmentParams)
+    model: ModelParams = dataclasses.field(default_factory=ModelParams)
+    train: TrainParams = dataclasses.field(default_factory=TrainParams)
+    evaluate: EvaluateParams = dataclasses.field(default_factory=EvaluateParams)
+
+    @property
+    def resolved_clip_mode(self) -> str:
+        """The clipping mode in force once `auto` is resolved from the bounds set."""
+        if self.clip_mode != "auto":
+            return self.clip_mode
+        if self.clip_norm is not None:
+            return "global_norm"
+        return "value" if self.clip_value is not None else "none"
+
+    def validate(self) -> None:
+        _check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        modes = ("auto", *CLIP_MODES)
+        _check(self.clip_mode in modes, "clip_mode", self.clip_mode, f"one of {modes}")
+        _positive("clip_norm", self.clip_norm)
+        _positive("clip_value", self.clip_value)
+        _check(self.clip_norm is None or self.clip_value is None, "clip_value", self.clip_value,
+               f"null while clip_norm={self.clip_norm} is set (choose one bound)")
+        mode = self.resolved_clip_mode
+        if mode in ("norm", "global_norm"):
+            _check(self.clip_norm is not None, "clip_norm", None, f"a number > 0 for {mode}")
+        if mode == "value":
+            _check(self.clip_value is not None, "clip_value", None, "a number > 0 for value")
+        _positive("agc_lambda", self.agc_lambda)
+        _check(0 < self.autoclip_percentile <= 100, "autoclip_percentile",
+               self.autoclip_percentile, "a percentile in (0, 100]")
+        _check(self.autoclip_window >= 1, "autoclip_window", self.autoclip_window,
+               "an integer >= 1")
+        _positive("zscore_threshold", self.zscore_threshold)
+        _fraction("zscore_alpha", self.zscore_alpha)
+        _check(self.zscore_warmup >= 1, "zscore_warmup", self.zscore_warmup, "an integer >= 1")
+        _check(self.max_consecutive_skips >= 1, "max_consecutive_skips",
+               self.max_consecutive_skips, "an integer >= 1")
+        _check(self.init in INITIALIZERS, "init", self.init, f"one of {INITIALIZERS}")
+        _check(self.init_scale > 0 and math.isfinite(self.init_scale), "init_scale",
+               self.init_scale, "a finite number > 0")
+        for section in (self.data, self.augment, self.model, self.train, self.evaluate):
+            section.validate()
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Check one raw YAML value against a field's annotation and convert it."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if dataclasses.is_dataclass(annotation):
+        _check(isinstance(value, Mapping), key, value, "a mapping of keys")
+        return _build(annotation, value, prefix=f"{key}.")
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner)
+    if origin is Literal:
+        _check(value in args, key, value, f"one of {args}")
+        return value
+    if origin is tuple:
+        _check(isinstance(value, list | tuple), key, value, "a list")
+        return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
+    if annotation is bool:
+        _check(isinstance(value, bool), key, value, "true or false")
+    elif annotation is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), key, value, "an integer")
+    elif annotation is float:
+        _check(isinstance(value, int | float) and not isinstance(value, bool)
+               and math.isfinite(value), key, value, "a finite number")
+        return float(value)
+    elif annotation is str:
+        _check(isinstance(value, str), key, value, "a string")
+    return value
+
+
+def _build(cls: type, raw: Mapping[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        _check(key in fields, f"{prefix}{key}", raw[key],
+               f"a known key; {prefix or 'top-level '}keys are {sorted(fields)}")
+    return cls(**{k: _coerce(f"{prefix}{k}", v, hints[k]) for k, v in raw.items()})
+
+
+def parse_params(raw: Mapping[str, Any] | None) -> Params:
+    """Validate a params mapping (as read from `params.yaml`) into `Params`.
+
+    Args:
+        raw: the mapping; missing keys take their defaults.
+
+    Returns:
+        The frozen, validated `Params`.
+
+    Raises:
+        ParamsError: on an unknown key, a wrong type or an out-of-range value;
+            the message names the key, the value and what is allowed.
+    """
+    params = _build(Params, raw or {})
+    params.validate()
+    return params
+
+
+def load_params(path: str) -> Params:
+    """Read and validate a `params.yaml` file. Raises `ParamsError` if invalid."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            raw = yaml.safe_load(handle)
+    except FileNotFoundError as error:
+        raise ParamsError(f"params: file {path!r} not found") from error
+    except yaml.YAMLError as error:
+        raise ParamsError(f"params: {path!r} is not valid YAML ({error})") from error
+    _check(raw is None or isinstance(raw, Mapping), path, type(raw).__name__, "a YAML mapping")
+    return parse_params(raw)
