@@ -13,7 +13,6 @@ from typing import NamedTuple
 
 from keras import ops
 
-CLIP_MODES = ("none", "value", "norm", "global_norm", "agc", "autoclip", "zscore")
 # Brock et al. 2021 (NFNets), section 4: weights with a norm below eps still
 # allow updates of size lambda * eps, so zero-initialised units can learn.
 AGC_EPS = 1e-3

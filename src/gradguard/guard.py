@@ -14,6 +14,7 @@ from keras import backend, ops
 
 from gradguard import clipping
 from gradguard.clipping import AutoClipState, ZScoreState
+from gradguard.params import CLIP_MODES
 
 # Arguments of `keras.optimizers.Optimizer` that act on the update itself; they
 # belong to the inner optimizer (with their defaults, for deserialisation).
@@ -42,7 +43,7 @@ _STATS = {
     # Window accumulators, reset by `reset_window` (e.g. each epoch): no host sync per step.
     "window_norm_sum": ("float32", 0.0),
     "window_norm_max": ("float32", 0.0),
-    "window_steps": ("int32", 0),
+    "window_steps": ("int32", 0),  # finite steps in the window
     "window_clipped": ("int32", 0),
 }
 
@@ -71,7 +72,7 @@ class GradientGuard(keras.optimizers.Optimizer):
 
     Args:
         inner_optimizer: the `keras.optimizers.Optimizer` that applies the update.
-        mode: one of `gradguard.clipping.CLIP_MODES` or "auto".
+        mode: one of `gradguard.CLIP_MODES` or "auto".
         clip_norm: the L2 bound for "norm" and "global_norm".
         clip_value: the elementwise bound for "value".
         agc_lambda: AGC's clipping factor.
@@ -112,9 +113,9 @@ class GradientGuard(keras.optimizers.Optimizer):
         if mode == "auto":
             mode = ("global_norm" if clip_norm is not None
                     else "value" if clip_value is not None else "none")
-        if mode not in clipping.CLIP_MODES:
+        if mode not in CLIP_MODES:
             raise ValueError(f"GradientGuard mode={mode!r}; expected one of "
-                             f"{('auto', *clipping.CLIP_MODES)}")
+                             f"{('auto', *CLIP_MODES)}")
         needs = {"norm": clip_norm, "global_norm": clip_norm, "value": clip_value}
         if mode in needs and (needs[mode] is None or needs[mode] <= 0):
             bound = "clip_value" if mode == "value" else "clip_norm"
@@ -265,7 +266,7 @@ class GradientGuard(keras.optimizers.Optimizer):
                 consecutive >= self.max_consecutive_skips))),
             window_norm_sum=state["window_norm_sum"] + ops.where(finite, pre, 0.0),
             window_norm_max=ops.maximum(state["window_norm_max"], ops.where(finite, pre, 0.0)),
-            window_steps=state["window_steps"] + 1,
+            window_steps=state["window_steps"] + as_int(finite),
             window_clipped=state["window_clipped"] + as_int(was_clipped),
         )
         return clipped, ops.logical_not(skip), new

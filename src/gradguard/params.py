@@ -13,8 +13,8 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal, get_args, get_origin
 
-from gradguard.clipping import CLIP_MODES
-
+# GradientGuard's clipping modes (see gradguard.guard); "auto" picks one from the bounds set.
+CLIP_MODES = ("none", "value", "norm", "global_norm", "agc", "autoclip", "zscore")
 INITIALIZERS = (
     "glorot_uniform",
     "glorot_normal",
@@ -106,7 +106,7 @@ class ModelParams:
 class TrainParams:
     optimizer: str = "adam"  # one of OPTIMIZERS ("momentum" = SGD with momentum)
     learning_rate: float = 0.001  # step size of the inner optimizer
-    momentum: float = 0.9  # used by "momentum" and "rmsprop"
+    momentum: float = 0.9  # momentum of "momentum" (SGD with momentum)
     weight_decay: float = 0.0001  # decoupled weight decay, used by "adamw"
     batch_size: int = 32  # samples per step
     epochs: int = 30  # upper bound; early stopping usually ends sooner

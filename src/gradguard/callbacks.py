@@ -1,0 +1,102 @@
+"""Keras callbacks that read a `GradientGuard`'s statistics: per-epoch gradient logs and divergence."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+
+
+def read_stats(guard) -> dict:
+    """The guard's statistics as Python numbers (one host transfer per variable)."""
+    return {key: np.asarray(keras.ops.convert_to_numpy(var.value)).item()
+            for key, var in guard.stats.items() if var.shape == ()}
+
+
+class GradientStatsLogger(keras.callbacks.Callback):
+    """Adds the epoch's gradient statistics to the epoch logs.
+
+    The guard accumulates on the device every step; this callback zeroes the
+    accumulators at each epoch's start and reads them once at its end, so it
+    adds no per-step host synchronisation. Logged keys (picked up by any later
+    callback, e.g. DVCLive's): `grad_norm_max`, `grad_norm_mean` (pre-clip,
+    finite steps), `clip_fraction` (share of the epoch's finite steps that
+    clipping changed), `skipped_steps` (running total).
+
+    Args:
+        guard: the `GradientGuard` the model trains with.
+    """
+
+    def __init__(self, guard):
+        super().__init__()
+        self.guard = guard
+        self.max_grad_norm = 0.0
+        self.clipped_steps = 0
+        self.steps = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.guard.built:
+            self.guard.reset_window()
+
+    def on_epoch_end(self, epoch, logs=None):
+        stats = read_stats(self.guard)
+        steps = stats["window_steps"]
+        epoch_logs = {
+            "grad_norm_max": stats["window_norm_max"],
+            "grad_norm_mean": stats["window_norm_sum"] / max(steps, 1),
+            "clip_fraction": stats["window_clipped"] / max(steps, 1),
+            "skipped_steps": stats["skipped_steps"],
+        }
+        self.max_grad_norm = max(self.max_grad_norm, epoch_logs["grad_norm_max"])
+        self.clipped_steps += stats["window_clipped"]
+        self.steps += steps
+        if logs is not None:
+            logs.update(epoch_logs)
+
+    @property
+    def clip_fraction(self) -> float:
+        """Share of all steps so far that clipping changed."""
+        return self.clipped_steps / max(self.steps, 1)
+
+
+class DivergenceMonitor(keras.callbacks.Callback):
+    """Ends training cleanly when the run diverges, and remembers where.
+
+    Diverged means: the guard flagged it (a non-finite update was applied, or
+    `max_consecutive_skips` updates in a row were skipped), or, without a guard,
+    the batch loss is NaN or Inf (as `keras.callbacks.TerminateOnNaN`). It reads
+    one scalar every `check_every` batches and at each epoch's end.
+
+    Attributes:
+        diverged: whether the run diverged.
+        step: the global step (batches seen) at which divergence was detected.
+    """
+
+    def __init__(self, guard=None, check_every: int = 1):
+        super().__init__()
+        self.guard = guard
+        self.check_every = max(1, check_every)
+        self.diverged = False
+        self.step = None
+        self._seen = 0
+
+    def _check(self, logs) -> None:
+        if self.diverged:
+            return
+        if self.guard is not None and self.guard.built:
+            flag = bool(keras.ops.convert_to_numpy(self.guard.stats["diverged"].value))
+        else:
+            loss = (logs or {}).get("loss")
+            flag = loss is not None and not math.isfinite(float(loss))
+        if flag:
+            self.diverged, self.step = True, self._seen
+            self.model.stop_training = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._seen += 1
+        if self._seen % self.check_every == 0:
+            self._check(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check(None if self.guard is not None else logs)

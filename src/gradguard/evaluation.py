@@ -1,0 +1,102 @@
+"""Scoring the best checkpoint on the test split, a scikit-learn baseline, and the plots."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+
+def finite_or_none(value: float) -> float | None:
+    """A float for JSON, or None where it is NaN or Inf (JSON has no NaN)."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray) -> dict:
+    """Test metrics of predicted class probabilities.
+
+    Args:
+        y_true: integer labels (N,).
+        probabilities: (N, K) softmax outputs.
+
+    Returns:
+        `accuracy`, `loss` (mean cross-entropy, None if not finite), `f1_macro`,
+        `per_class_accuracy` (recall of each class, keyed by class) and
+        `confusion` (K x K, rows are true classes). Rows with a non-finite
+        probability count as wrong, so a diverged model scores what it earns.
+    """
+    from sklearn.metrics import confusion_matrix, f1_score
+
+    num_classes = probabilities.shape[1]
+    valid = np.isfinite(probabilities).all(axis=1)
+    predicted = np.where(valid, probabilities.argmax(axis=1), -1)
+    labels = np.arange(num_classes)
+    picked = probabilities[np.arange(len(y_true)), y_true]
+    loss = float(np.mean(-np.log(np.clip(picked, 1e-7, 1.0)))) if valid.all() else math.nan
+    confusion = confusion_matrix(y_true, np.where(valid, predicted, (y_true + 1) % num_classes),
+                                 labels=labels)
+    per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
+    return {
+        "accuracy": float(np.mean(predicted == y_true)),
+        "loss": finite_or_none(loss),
+        "f1_macro": float(f1_score(y_true, predicted, labels=labels, average="macro",
+                                   zero_division=0)),
+        "per_class_accuracy": {str(k): float(v) for k, v in enumerate(per_class)},
+        "confusion": confusion.tolist(),
+    }
+
+
+def baseline_accuracy(kind: str, train: tuple, test: tuple, seed: int) -> float:
+    """Test accuracy of a scikit-learn classifier on the flattened pixels.
+
+    Args:
+        kind: "svc" (RBF support vector machine) or "logistic" (multinomial
+            logistic regression).
+        train, test: `(x, y)` arrays; the un-augmented training split is fair.
+        seed: random state of the classifier.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.svm import SVC
+
+    x_train, y_train = train[0].reshape(len(train[0]), -1), train[1]
+    x_test, y_test = test[0].reshape(len(test[0]), -1), test[1]
+    model = (SVC(random_state=seed) if kind == "svc"
+             else LogisticRegression(max_iter=2000, random_state=seed))
+    model.fit(x_train, y_train)
+    return float(model.score(x_test, y_test))
+
+
+def confusion_rows(y_true: Sequence[int], y_pred: Sequence[int]) -> list[dict]:
+    """Rows `{"actual": a, "predicted": p}` for DVC's `confusion` plot template."""
+    return [{"actual": int(a), "predicted": int(p)} for a, p in zip(y_true, y_pred, strict=True)]
+
+
+def plot_training_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], path) -> None:
+    """One PNG panel per quantity (loss, accuracy, gradient norm), each split a line.
+
+    Args:
+        curves: {panel title: {line label: values per epoch}}.
+        path: the PNG file to write (atomically).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gradguard.io import atomic_path
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
+    for axis, (title, lines) in zip(axes[0], curves.items(), strict=True):
+        for label, values in lines.items():
+            axis.plot(np.arange(1, len(values) + 1), values, marker="o", markersize=3,
+                      label=label)
+        axis.set_title(title)
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)

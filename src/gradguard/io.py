@@ -1,0 +1,86 @@
+"""Atomic outputs: a stage writes everything or nothing.
+
+Each writer builds its output beside the target (same file system, so the
+final `os.replace` is atomic) and removes the partial file if anything fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+
+
+class DataError(ValueError):
+    """A data file or data set is missing, malformed or too small to use."""
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside `target`; move it onto `target` on success.
+
+    Works for files and folders alike: whatever the body creates at the
+    yielded path replaces `target` only if the body returns normally.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    staged = tmp / (target.name + suffix)
+    try:
+        yield staged
+        if target.is_dir() and not target.is_symlink():
+            old = tmp / "old"
+            target.rename(old)  # a folder cannot be replaced over a non-empty one
+        os.replace(staged, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json(path: str | os.PathLike, data: Mapping) -> None:
+    """Write `data` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def save_arrays(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """Write arrays to an uncompressed `.npz`, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def load_arrays(path: str | os.PathLike, keys: tuple[str, ...] = ("x", "y")) -> tuple:
+    """Read named arrays from an `.npz` without pickles.
+
+    Raises:
+        DataError: naming the file and what is missing or unreadable.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in keys if k not in data.files]
+            if missing:
+                raise DataError(f"{path}: missing array(s) {missing}; found {data.files}")
+            return tuple(data[k] for k in keys)
+    except (OSError, EOFError, ValueError) as error:  # not a zip, truncated, pickled objects
+        if isinstance(error, DataError):
+            raise
+        raise DataError(f"{path}: not a readable .npz of plain arrays ({error})") from error
+
+
+def fingerprint(*arrays: np.ndarray) -> str:
+    """SHA-256 of the arrays' dtypes, shapes and bytes (hex, first 16 digits)."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,121 @@
+"""Resume an interrupted training run from its last completed epoch.
+
+Like `keras.callbacks.BackupAndRestore`, but the state also carries what the
+other callbacks need to go on as if nothing happened: the best checkpoint and
+its `val_loss`, early stopping's counter, and the DVCLive folder (so the
+metrics' step continues). The state sits in `<root>/<fingerprint>/`, where the
+fingerprint covers the params and data it belongs to: a run with other params
+never resumes it. It is removed when training completes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import keras
+
+from gradguard.io import atomic_path, write_json
+
+_STATE = "state.json"
+
+
+class ResumeState:
+    """The resume folder of one run.
+
+    Args:
+        root: folder that holds resume states (ignored by git and DVC).
+        fingerprint: identifies the params and data of this run.
+    """
+
+    def __init__(self, root: str | Path, fingerprint: str):
+        self.root = Path(root)
+        self.folder = self.root / fingerprint
+
+    def restore(self, checkpoint: str | Path, live_dir: str | Path) -> dict | None:
+        """Put the saved checkpoint and DVCLive folder back; return the saved state or None."""
+        state_file = self.folder / _STATE
+        if not state_file.is_file():
+            return None
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+        if (self.folder / "best.keras").is_file():
+            Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.folder / "best.keras", checkpoint)
+        if (self.folder / "live").is_dir():
+            shutil.rmtree(live_dir, ignore_errors=True)
+            shutil.copytree(self.folder / "live", live_dir)
+        return state
+
+    def load_model(self) -> keras.Model:
+        """The model (with optimizer state) as of the last completed epoch."""
+        from gradguard.models import load_model
+
+        return load_model(self.folder / "model.keras")
+
+    def clear(self) -> None:
+        """Delete this run's resume state (training completed)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+        if self.root.is_dir() and not any(self.root.iterdir()):
+            self.root.rmdir()
+
+
+class SaveResumeState(keras.callbacks.Callback):
+    """Saves the resume state at every epoch's end; place it after the callbacks it saves.
+
+    Args:
+        state: where to save.
+        checkpoint: the best-model file `ModelCheckpoint` writes.
+        live_dir: the DVCLive folder.
+        checkpointer: the `ModelCheckpoint`, for its best value.
+        early_stopping: the `EarlyStopping`, for its counter and best value.
+    """
+
+    def __init__(self, state: ResumeState, checkpoint, live_dir, checkpointer, early_stopping):
+        super().__init__()
+        self.state = state
+        self.checkpoint, self.live_dir = Path(checkpoint), Path(live_dir)
+        self.checkpointer, self.early_stopping = checkpointer, early_stopping
+
+    def on_epoch_end(self, epoch, logs=None):
+        folder = self.state.folder
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(folder / "model.keras") as tmp:
+            self.model.save(tmp)
+        if self.checkpoint.is_file():
+            with atomic_path(folder / "best.keras") as tmp:
+                shutil.copyfile(self.checkpoint, tmp)
+        if self.live_dir.is_dir():
+            with atomic_path(folder / "live") as tmp:
+                shutil.copytree(self.live_dir, tmp)
+        write_json(folder / _STATE, {
+            "epoch": epoch,
+            "checkpoint_best": _finite_or_none(self.checkpointer.best),
+            "early_stopping_wait": self.early_stopping.wait,
+            "early_stopping_best": _finite_or_none(self.early_stopping.best),
+        })
+
+
+def _finite_or_none(value):
+    return float(value) if value is not None and math.isfinite(float(value)) else None
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """`EarlyStopping` on a quantity to minimise that can start from a saved state.
+
+    Its best value starts at +inf rather than None, so a NaN first epoch (a
+    diverged run) never counts as an improvement, as in `ModelCheckpoint` with
+    `initial_value_threshold=inf`.
+    """
+
+    def __init__(self, *args, initial_wait=0, initial_best=None, initial_weights=None,
+                 **kwargs):
+        super().__init__(*args, mode="min", **kwargs)
+        self._initial = (initial_wait, initial_best, initial_weights)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self.wait, best, weights = self._initial
+        self.best = math.inf if best is None else best
+        self.best_weights = weights

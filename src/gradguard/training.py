@@ -1,0 +1,130 @@
+"""Training: determinism, the model and its guarded optimizer, callbacks, and a result summary."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from gradguard.callbacks import DivergenceMonitor, GradientStatsLogger, read_stats
+from gradguard.io import fingerprint
+from gradguard.models import build_cnn, build_optimizer, load_model
+from gradguard.params import Params
+from gradguard.resume import ResumableEarlyStopping, ResumeState, SaveResumeState
+
+
+def configure_determinism(seed: int) -> None:
+    """Seed Python, NumPy and the backend; make TensorFlow's ops deterministic.
+
+    Uses the GPU when TensorFlow sees one: nothing here pins a device.
+    """
+    keras.utils.set_random_seed(seed)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def run_fingerprint(params: Params, *arrays: np.ndarray) -> str:
+    """Identifies a training run: the params it reads and the data it sees."""
+    train_params = dataclasses.asdict(params)
+    for section in ("data", "augment", "evaluate"):
+        train_params.pop(section)
+    blob = json.dumps(train_params, sort_keys=True).encode()
+    return fingerprint(np.frombuffer(blob, np.uint8), *arrays)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What a training run reports beside its per-epoch curves."""
+
+    diverged: bool
+    first_nonfinite_step: int | None  # guard step of the first NaN/Inf gradient
+    diverged_at_step: int | None  # batches seen when divergence ended the run
+    epochs: int  # epochs run, resumed ones included
+    best_epoch: int | None  # 1-based epoch of the best val_loss
+    best_val_loss: float | None
+    max_grad_norm: float  # largest finite pre-clip global norm seen
+    clip_fraction: float  # share of finite steps that clipping changed
+    skipped_steps: int
+    resumed_from_epoch: int | None
+    wall_time_s: float
+
+
+def fit(params: Params, train: tuple, val: tuple, *, checkpoint: str | Path,
+        resume: ResumeState, live_dir: str | Path, extra_callbacks=(),
+        verbose: int = 2) -> tuple[keras.Model, TrainResult]:
+    """Train the CNN the params describe, resuming an interrupted run of the same params.
+
+    Args:
+        params: validated params.
+        train, val: `(x, y)` arrays.
+        checkpoint: where `ModelCheckpoint` keeps the best model by `val_loss`.
+        resume: the resume state of this run (see `gradguard.resume`); the caller
+            restores it (files) before and clears it after.
+        live_dir: the DVCLive folder, saved with the resume state.
+        extra_callbacks: run after the gradient logger (e.g. DVCLive's callback,
+            which then logs the gradient statistics too).
+        verbose: Keras's `fit` verbosity.
+
+    Returns:
+        The model with its best weights restored, and the `TrainResult`.
+    """
+    started = time.perf_counter()
+    state_file = resume.folder / "state.json"
+    saved = json.loads(state_file.read_text()) if state_file.is_file() else None
+    if saved:
+        model = resume.load_model()
+        best_weights = (load_model(checkpoint).get_weights()
+                        if Path(checkpoint).is_file() else None)
+    else:
+        num_classes = int(max(train[1].max(), val[1].max())) + 1
+        model = build_cnn(train[0].shape[1:], num_classes, params.model, params.init,
+                          params.init_scale, params.seed)
+        model.compile(optimizer=build_optimizer(params), loss="sparse_categorical_crossentropy",
+                      metrics=["accuracy"])
+        best_weights = None
+    guard = model.optimizer
+    if isinstance(guard, keras.optimizers.LossScaleOptimizer):
+        guard = guard.inner_optimizer
+
+    checkpointer = keras.callbacks.ModelCheckpoint(
+        checkpoint, monitor="val_loss", mode="min", save_best_only=True,
+        initial_value_threshold=(saved or {}).get("checkpoint_best") or float("inf"))
+    early_stopping = ResumableEarlyStopping(
+        monitor="val_loss", patience=params.train.patience, restore_best_weights=True,
+        initial_wait=(saved or {}).get("early_stopping_wait", 0),
+        initial_best=(saved or {}).get("early_stopping_best"), initial_weights=best_weights)
+    stats_logger = GradientStatsLogger(guard)
+    divergence = DivergenceMonitor(guard)
+    callbacks = [stats_logger, *extra_callbacks, divergence, checkpointer, early_stopping,
+                 SaveResumeState(resume, checkpoint, live_dir, checkpointer, early_stopping)]
+    initial_epoch = saved["epoch"] + 1 if saved else 0
+    history = model.fit(
+        train[0], train[1], validation_data=val, batch_size=params.train.batch_size,
+        epochs=params.train.epochs, initial_epoch=initial_epoch, shuffle=True,
+        callbacks=callbacks, verbose=verbose)
+
+    stats = read_stats(guard)
+    val_losses = history.history.get("val_loss", [])
+    finite = [(loss, i) for i, loss in enumerate(val_losses) if np.isfinite(loss)]
+    best_loss, best_index = min(finite) if finite else (None, None)
+    result = TrainResult(
+        diverged=divergence.diverged,
+        first_nonfinite_step=(stats["first_nonfinite_step"]
+                              if stats["first_nonfinite_step"] >= 0 else None),
+        diverged_at_step=divergence.step,
+        epochs=initial_epoch + len(history.history.get("loss", [])),
+        best_epoch=None if best_index is None else initial_epoch + best_index + 1,
+        best_val_loss=checkpointer.best if np.isfinite(checkpointer.best) else best_loss,
+        max_grad_norm=stats_logger.max_grad_norm,
+        clip_fraction=stats_logger.clip_fraction,
+        skipped_steps=stats["skipped_steps"],
+        resumed_from_epoch=initial_epoch or None,
+        wall_time_s=round(time.perf_counter() - started, 3),
+    )
+    return model, result

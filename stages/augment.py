@@ -1,0 +1,33 @@
+"""augment: append seeded augmented copies to the training split; write data/augmented/."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+from gradguard.augment import augment
+from gradguard.io import atomic_path, fingerprint, load_arrays, save_arrays, write_json
+from stages import common
+
+
+def main(args, params) -> None:
+    x, y = load_arrays(Path(args.prepared) / "train.npz")
+    x_out, y_out = augment(x, y, params.augment, params.seed)
+    with atomic_path(args.out) as folder:
+        folder.mkdir()
+        save_arrays(folder / "train.npz", x=x_out, y=y_out)
+        write_json(folder / "meta.json", {
+            "augment": dataclasses.asdict(params.augment),
+            "seed": params.seed,
+            "images": len(y_out),
+            "fingerprint": fingerprint(x_out, y_out),
+        })
+    print(f"augment: {len(y)} -> {len(y_out)} training images -> {args.out}")
+
+
+if __name__ == "__main__":
+    cli = common.parser(__doc__)
+    cli.add_argument("--prepared", default="data/prepared", help="prepare's output folder")
+    cli.add_argument("--out", default="data/augmented", help="output folder")
+    sys.exit(common.run(main, cli))
