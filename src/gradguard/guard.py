@@ -176,7 +176,7 @@ class GradientGuard(keras.optimizers.Optimizer):
     def reset_window(self) -> None:
         """Zero the window accumulators (call at an epoch's start; no host sync)."""
         for key in ("window_norm_sum", "window_norm_max", "window_steps", "window_clipped"):
-            self._state[key].assign(ops.zeros_like(self._state[key]))
+            self._state[key].assign(ops.zeros((), self._state[key].dtype))
 
     @property
     def iterations(self):

@@ -262,6 +262,7 @@ def load_params(path: str) -> Params:
     except FileNotFoundError as error:
         raise ParamsError(f"params: file {path!r} not found") from error
     except yaml.YAMLError as error:
-        raise ParamsError(f"params: {path!r} is not valid YAML ({error})") from error
+        detail = " ".join(str(error).split())  # one line
+        raise ParamsError(f"params: {path!r} is not valid YAML ({detail})") from error
     _check(raw is None or isinstance(raw, Mapping), path, type(raw).__name__, "a YAML mapping")
     return parse_params(raw)

@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny params and a tiny data set so stage tests take seconds."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+import keras  # noqa: E402
+
+TINY_PARAMS = {
+    "seed": 7,
+    "augment": {"copies": 1, "rotation": 8.0, "shift": 0.05, "zoom": 0.05},
+    "data": {"image_size": 12},
+    "model": {"filters": [4], "dense": 8, "dropout": 0.0},
+    "train": {"batch_size": 64, "epochs": 2, "patience": 1, "learning_rate": 0.01},
+}
+
+
+def backend() -> str:
+    return keras.backend.backend()
+
+
+tensorflow_only = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="TensorFlow backend only")
+
+
+@pytest.fixture
+def tiny_params_file(tmp_path):
+    """A params.yaml that trains a 4-filter CNN on 12x12 digits for 2 epochs."""
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(TINY_PARAMS))
+    return path
+
+
+@pytest.fixture
+def tensor():
+    """Float32 tensor from a list."""
+    return lambda values: keras.ops.convert_to_tensor(np.asarray(values, "float32"))

@@ -1,0 +1,158 @@
+"""Clipping functions on 2-4 element tensors, numbers worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from keras import ops
+
+from gradguard import clipping
+from gradguard.clipping import AutoClipState, ZScoreState
+
+
+def numpy(values):
+    return [np.asarray(ops.convert_to_numpy(v)) for v in values]
+
+
+def test_global_norm_of_3_4_and_12_is_13(tensor):
+    # sqrt(3^2 + 4^2 + 12^2) = sqrt(169) = 13; None entries are ignored.
+    norm = clipping.global_norm([tensor([3.0, 4.0]), None, tensor([[12.0]])])
+    assert float(norm) == pytest.approx(13.0)
+
+
+def test_global_norm_clipping_3_4_to_unit_norm_gives_0_6_0_8(tensor):
+    (clipped,) = numpy(clipping.clip_by_global_norm([tensor([3.0, 4.0])], 1.0))
+    np.testing.assert_allclose(clipped, [0.6, 0.8], rtol=1e-6)
+
+
+def test_global_norm_clipping_scales_all_tensors_together(tensor):
+    # norm 13 -> factor 6.5 / 13 = 0.5 on every tensor.
+    a, b = numpy(clipping.clip_by_global_norm([tensor([3.0, 4.0]), tensor([12.0])], 6.5))
+    np.testing.assert_allclose(a, [1.5, 2.0], rtol=1e-6)
+    np.testing.assert_allclose(b, [6.0], rtol=1e-6)
+
+
+def test_clipping_twice_changes_nothing_and_post_clip_norm_equals_bound(tensor):
+    once = clipping.clip_by_global_norm([tensor([3.0, 4.0]), tensor([1.0, -2.0])], 2.0)
+    twice = clipping.clip_by_global_norm(once, 2.0)
+    assert float(clipping.global_norm(once)) == pytest.approx(2.0, rel=1e-6)
+    for a, b in zip(numpy(once), numpy(twice), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+
+
+def test_a_norm_under_the_bound_is_left_bit_identical(tensor):
+    grads = [tensor([0.3, -0.4])]
+    (clipped,) = numpy(clipping.clip_by_global_norm(grads, 1.0))
+    np.testing.assert_array_equal(clipped, numpy(grads)[0])
+
+
+def test_value_clipping_minus_2_and_0_1_at_0_5(tensor):
+    (clipped,) = numpy(clipping.clip_by_value([tensor([-2.0, 0.1])], 0.5))
+    np.testing.assert_allclose(clipped, [-0.5, 0.1], rtol=1e-6)
+
+
+def test_per_tensor_norm_clipping_treats_each_tensor_alone(tensor):
+    # [3, 4] has norm 5 -> [0.6, 0.8]; [0.1] has norm 0.1 <= 1 -> unchanged.
+    a, b = numpy(clipping.clip_by_norm([tensor([3.0, 4.0]), tensor([0.1])], 1.0))
+    np.testing.assert_allclose(a, [0.6, 0.8], rtol=1e-6)
+    np.testing.assert_allclose(b, [0.1], rtol=1e-6)
+
+
+def test_all_finite_spots_nan_and_inf(tensor):
+    assert bool(clipping.all_finite([tensor([1.0, 2.0]), None]))
+    assert not bool(clipping.all_finite([tensor([1.0, math.nan])]))
+    assert not bool(clipping.all_finite([tensor([1.0]), tensor([-math.inf])]))
+
+
+def test_unitwise_norm_runs_over_all_but_the_output_axis(tensor):
+    # Dense kernel (in=2, out=2): column norms ||(3, 4)|| = 5 and ||(0, 1)|| = 1.
+    np.testing.assert_allclose(numpy([clipping.unitwise_norm(tensor([[3.0, 0.0],
+                                                                      [4.0, 1.0]]))])[0],
+                               [[5.0, 1.0]], rtol=1e-6)
+    # A bias vector is one unit: ||(3, 4)|| = 5.
+    np.testing.assert_allclose(numpy([clipping.unitwise_norm(tensor([3.0, 4.0]))])[0], [5.0])
+
+
+def test_agc_on_a_2x2_kernel_with_known_column_norms(tensor):
+    weight = tensor([[3.0, 0.0], [4.0, 1.0]])  # unit norms 5 and 1
+    grad = tensor([[0.3, 1.0], [0.4, 0.0]])  # unit norms 0.5 and 1
+    # lambda = 0.1: bounds 0.5 and 0.1. Column 0 sits on its bound (kept);
+    # column 1 is scaled by 0.1 / 1.
+    (clipped,) = numpy(clipping.adaptive_clip([grad], [weight], 0.1))
+    np.testing.assert_allclose(clipped, [[0.3, 0.1], [0.4, 0.0]], rtol=1e-6)
+
+
+def test_agc_uses_eps_for_zero_weights_and_honours_exclusions(tensor):
+    zeros = tensor([0.0, 0.0])
+    grad = tensor([3.0, 4.0])  # norm 5; bound 0.5 * max(0, 1e-3) = 5e-4
+    clipped, untouched = numpy(clipping.adaptive_clip([grad, grad], [zeros, zeros], 0.5,
+                                                      excluded=[False, True]))
+    np.testing.assert_allclose(clipped, [3e-4, 4e-4], rtol=1e-5)
+    np.testing.assert_allclose(untouched, [3.0, 4.0])
+
+
+def _autoclip(norms, window, percentile):
+    state = AutoClipState(ops.zeros((window,), "float32"), ops.convert_to_tensor(0, "int32"))
+    thresholds = []
+    for norm in norms:
+        threshold, state = clipping.autoclip_threshold(
+            state, ops.convert_to_tensor(norm, "float32"), percentile)
+        thresholds.append(float(threshold))
+    return thresholds
+
+
+def test_autoclip_percentile_over_a_known_history():
+    # History after each step: [4] -> 4; [4, 1] -> 1 + 0.5*3 = 2.5 (median);
+    # [4, 1, 3] -> sorted [1, 3, 4], median 3; [4, 1, 3, 2] -> 2 + 0.5 = 2.5.
+    assert _autoclip([4, 1, 3, 2], window=8, percentile=50) == pytest.approx([4, 2.5, 3, 2.5])
+    # 10th percentile of [1, 2, 3, 4, 5]: position 0.1 * 4 = 0.4 -> 1 + 0.4 * (2 - 1) = 1.4.
+    assert _autoclip([1, 2, 3, 4, 5], window=8, percentile=10)[-1] == pytest.approx(1.4)
+
+
+def test_autoclip_window_forgets_old_norms():
+    # Window 3 after [1, 2, 3, 4, 5] holds [4, 5, 3]: median 4 (numpy agrees).
+    assert _autoclip([1, 2, 3, 4, 5], window=3, percentile=50)[-1] == pytest.approx(4.0)
+    assert np.percentile([3, 4, 5], 50) == 4.0
+
+
+def _zscore(norms, threshold=2.5, alpha=0.97, warmup=3):
+    state = ZScoreState(*(ops.convert_to_tensor(v, d) for v, d in
+                          ((0, "int32"), (0.0, "float32"), (0.0, "float32"))))
+    out = []
+    for norm in norms:
+        bound, state = clipping.zscore_threshold(
+            state, ops.convert_to_tensor(norm, "float32"), threshold, alpha, warmup)
+        out.append((float(bound), float(state.mean), float(state.var)))
+    return out
+
+
+def test_zscore_warmup_collects_mean_and_population_variance():
+    steps = _zscore([1.0, 2.0, 3.0])
+    assert all(math.isinf(bound) for bound, _, _ in steps)  # no clipping in warm-up
+    assert steps[-1][1:] == pytest.approx((2.0, 2.0 / 3.0))  # mean 2, var ((1+0+1)/3)
+
+
+def test_zscore_spike_gets_the_adaptive_bound_and_the_ema_absorbs_it():
+    # After warm-up: mean 2, std sqrt(2/3). Norm 10: z = 8 / sqrt(2/3) = 9.798 > 2.5,
+    # bound = mean + 2.5^2 * std / z = 2 + 6.25 * (2/3) / 8 = 2.520833.
+    bound, mean, var = _zscore([1.0, 2.0, 3.0, 10.0])[-1]
+    assert bound == pytest.approx(2.520833, rel=1e-5)
+    # EMA of the clipped norm: 0.97 * 2 + 0.03 * 2.520833 = 2.015625;
+    # var = 0.97 * 2/3 + 0.03 * (2.520833 - 2.015625)^2 = 0.654324.
+    assert mean == pytest.approx(2.015625, rel=1e-5)
+    assert var == pytest.approx(0.654324, rel=1e-5)
+
+
+def test_zscore_ordinary_norm_is_not_clipped_but_updates_the_ema():
+    # Norm 2.5: z = 0.5 / 0.8165 = 0.61 < 2.5 -> no bound; mean 0.97*2 + 0.03*2.5 = 2.015.
+    bound, mean, _ = _zscore([1.0, 2.0, 3.0, 2.5])[-1]
+    assert math.isinf(bound)
+    assert mean == pytest.approx(2.015, rel=1e-6)
+
+
+def test_scale_to_an_infinite_bound_is_the_identity(tensor):
+    (out,) = numpy(clipping.scale_to_norm([tensor([3.0, 4.0])], ops.convert_to_tensor(5.0),
+                                          ops.convert_to_tensor(math.inf)))
+    np.testing.assert_array_equal(out, [3.0, 4.0])

@@ -1,0 +1,184 @@
+"""GradientGuard: hand-computed updates, the skip sequence, statistics, serialisation."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from gradguard import GradientGuard
+from gradguard.callbacks import read_stats
+
+NAN, INF = math.nan, math.inf
+
+
+def variable(values):
+    return keras.Variable(np.asarray(values, "float32"))
+
+
+def apply(guard, grads, variables):
+    guard.apply([keras.ops.convert_to_tensor(np.asarray(g, "float32")) for g in grads],
+                variables)
+
+
+@pytest.mark.parametrize(
+    ("mode", "kwargs", "expected"),
+    [
+        # SGD(lr=1): w = -clip(g). g = (3, 4), global norm 5.
+        ("none", {}, [-3.0, -4.0]),
+        ("global_norm", {"clip_norm": 1.0}, [-0.6, -0.8]),
+        ("norm", {"clip_norm": 1.0}, [-0.6, -0.8]),
+        ("value", {"clip_value": 0.5}, [-0.5, -0.5]),
+        # AGC on a vector (one unit): w0 = (0, 0) -> bound 0.5 * 1e-3; exclude_last off.
+        ("agc", {"agc_lambda": 0.5, "agc_exclude_last": False}, [-3e-4, -4e-4]),
+        # AutoClip's first bound is the first norm itself: nothing changes.
+        ("autoclip", {"autoclip_percentile": 10.0}, [-3.0, -4.0]),
+        # ZClip's warm-up never clips.
+        ("zscore", {}, [-3.0, -4.0]),
+    ],
+)
+def test_one_sgd_step_per_mode(mode, kwargs, expected):
+    weights = variable([0.0, 0.0])
+    guard = GradientGuard(keras.optimizers.SGD(1.0), mode=mode, **kwargs)
+    apply(guard, [[3.0, 4.0]], [weights])
+    np.testing.assert_allclose(weights.numpy(), expected, rtol=1e-5)
+    stats = read_stats(guard)
+    assert stats["pre_clip_norm"] == pytest.approx(5.0)
+    assert stats["post_clip_norm"] == pytest.approx(float(np.linalg.norm(expected)), rel=1e-5)
+    assert stats["clipped_steps"] == int(not np.allclose(expected, [-3.0, -4.0]))
+
+
+def test_keras_sgd_reference_numbers_pass_through_unclipped():
+    # keras' sgd_test: grads [1, 6, 7, 2], vars [1, 2, 3, 4], lr 0.5 -> [0.5, -1, -0.5, 3].
+    weights = variable([1.0, 2.0, 3.0, 4.0])
+    guard = GradientGuard(keras.optimizers.SGD(0.5), mode="global_norm", clip_norm=100.0)
+    apply(guard, [[1.0, 6.0, 7.0, 2.0]], [weights])
+    np.testing.assert_allclose(weights.numpy(), [0.5, -1.0, -0.5, 3.0])
+    assert read_stats(guard)["clipped_steps"] == 0
+
+
+def test_skip_sequence_finite_nan_inf_finite():
+    # SGD lr 0.5 from (1, 2): (1, 1) -> (0.5, 1.5); NaN and Inf steps skipped;
+    # (2, -2) -> (0.5 - 1, 1.5 + 1) = (-0.5, 2.5).
+    weights = variable([1.0, 2.0])
+    guard = GradientGuard(keras.optimizers.SGD(0.5), skip_nonfinite=True)
+    history = []
+    for grad in ([1.0, 1.0], [NAN, 1.0], [INF, 1.0], [2.0, -2.0]):
+        apply(guard, [grad], [weights])
+        history.append(weights.numpy().tolist())
+    assert history == [[0.5, 1.5], [0.5, 1.5], [0.5, 1.5], [-0.5, 2.5]]
+    stats = read_stats(guard)
+    assert int(guard.iterations.numpy()) == 2  # the inner optimizer saw two updates
+    assert stats["skipped_steps"] == 2
+    assert stats["first_nonfinite_step"] == 1
+    assert stats["consecutive_skips"] == 0
+    assert stats["diverged"] == 0
+
+
+def test_a_skipped_step_leaves_adam_slots_untouched():
+    weights = variable([1.0, 2.0])
+    guard = GradientGuard(keras.optimizers.Adam(0.1))
+    apply(guard, [[1.0, -1.0]], [weights])
+    before = [np.array(v.numpy()) for v in guard.variables if v.path.count("adam")]
+    apply(guard, [[NAN, 1.0]], [weights])
+    after = [np.array(v.numpy()) for v in guard.variables if v.path.count("adam")]
+    assert before and all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_consecutive_skips_end_the_run_as_diverged():
+    weights = variable([1.0])
+    guard = GradientGuard(keras.optimizers.SGD(0.1), max_consecutive_skips=2)
+    apply(guard, [[NAN]], [weights])
+    assert read_stats(guard)["diverged"] == 0
+    apply(guard, [[NAN]], [weights])
+    assert read_stats(guard)["diverged"] == 1
+    assert weights.numpy().tolist() == [1.0]  # still finite: the guard kept skipping
+
+
+def test_without_skipping_a_nan_update_is_applied_and_flagged():
+    weights = variable([1.0])
+    guard = GradientGuard(keras.optimizers.SGD(0.1), skip_nonfinite=False)
+    apply(guard, [[NAN]], [weights])
+    assert math.isnan(weights.numpy()[0])
+    stats = read_stats(guard)
+    assert stats["diverged"] == 1 and stats["skipped_steps"] == 0
+
+
+def test_window_statistics_accumulate_on_device_and_reset():
+    weights = variable([0.0, 0.0])
+    guard = GradientGuard(keras.optimizers.SGD(0.1), mode="global_norm", clip_norm=4.0)
+    for grad in ([3.0, 4.0], [0.0, 1.0], [NAN, 0.0]):  # norms 5 (clipped), 1, NaN
+        apply(guard, [grad], [weights])
+    stats = read_stats(guard)
+    assert stats["window_steps"] == 2 and stats["window_clipped"] == 1
+    assert stats["window_norm_sum"] == pytest.approx(6.0)
+    assert stats["window_norm_max"] == pytest.approx(5.0)
+    guard.reset_window()
+    assert read_stats(guard)["window_steps"] == 0
+    assert read_stats(guard)["clipped_steps"] == 1  # totals survive the reset
+
+
+def test_autoclip_bound_lives_in_a_variable_and_adapts():
+    weights = variable([0.0, 0.0])
+    guard = GradientGuard(keras.optimizers.SGD(1.0), mode="autoclip", autoclip_percentile=50.0)
+    apply(guard, [[3.0, 4.0]], [weights])  # history [5] -> bound 5
+    apply(guard, [[0.0, 1.0]], [weights])  # history [5, 1] -> bound 3 < 5? norm 1 stays
+    apply(guard, [[30.0, 40.0]], [weights])  # history [5, 1, 50] -> bound 5: 50 scaled to 5
+    stats = read_stats(guard)
+    assert stats["threshold"] == pytest.approx(5.0)
+    assert stats["post_clip_norm"] == pytest.approx(5.0, rel=1e-5)
+    np.testing.assert_allclose(weights.numpy(), [-3.0 - 3.0, -4.0 - 1.0 - 4.0], rtol=1e-5)
+
+
+@pytest.mark.parametrize("argument", ["learning_rate", "clipnorm", "global_clipnorm", "use_ema"])
+def test_arguments_of_the_inner_optimizer_are_refused_by_name(argument):
+    value = True if argument == "use_ema" else 1.0
+    with pytest.raises(ValueError, match=f"`{argument}`.*inner optimizer"):
+        GradientGuard(keras.optimizers.SGD(0.1), **{argument: value})
+
+
+def test_an_inner_optimizer_that_clips_itself_is_refused():
+    with pytest.raises(ValueError, match="clips by itself"):
+        GradientGuard(keras.optimizers.SGD(0.1, global_clipnorm=1.0))
+
+
+@pytest.mark.parametrize(("kwargs", "fragment"), [
+    ({"mode": "global_norm"}, "needs clip_norm > 0; received clip_norm=None"),
+    ({"mode": "value", "clip_value": -1.0}, "received clip_value=-1.0"),
+    ({"mode": "fancy"}, "mode='fancy'"),
+])
+def test_bad_modes_and_bounds_are_refused(kwargs, fragment):
+    with pytest.raises(ValueError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        GradientGuard(keras.optimizers.SGD(0.1), **kwargs)
+
+
+def test_model_save_and_load_round_trip_keeps_config_and_state(tmp_path):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    guard = GradientGuard(keras.optimizers.Adam(0.01), mode="zscore", zscore_warmup=3)
+    model.compile(optimizer=guard, loss="mse")
+    x, y = np.ones((8, 2), "float32"), np.zeros((8, 1), "float32")
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    assert isinstance(loaded.optimizer, GradientGuard)
+    assert loaded.optimizer.get_config() == guard.get_config()
+    assert read_stats(loaded.optimizer) == read_stats(guard)
+    assert int(loaded.optimizer.iterations.numpy()) == 4
+
+
+def test_compiled_fit_clips_every_step():
+    # y = 100 x with a zero-initialised weight: every gradient is huge, every step clipped.
+    model = keras.Sequential([keras.Input((1,)),
+                              keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
+    guard = GradientGuard(keras.optimizers.SGD(0.1), mode="global_norm", clip_norm=1.0)
+    model.compile(optimizer=guard, loss="mse")
+    x = np.ones((4, 1), "float32")
+    model.fit(x, 100 * x, batch_size=4, epochs=3, verbose=0)
+    stats = read_stats(guard)
+    assert stats["clipped_steps"] == 3
+    assert stats["post_clip_norm"] == pytest.approx(1.0, rel=1e-5)
+    # Each clipped step moves w by lr * 1 = 0.1 toward 100.
+    assert float(model.layers[0].kernel.numpy()[0, 0]) == pytest.approx(0.3, rel=1e-5)
