@@ -17,17 +17,25 @@ def main(args, params) -> None:
     with atomic_path(args.out) as folder:
         folder.mkdir()
         save_arrays(folder / "train.npz", x=x_out, y=y_out)
-        write_json(folder / "meta.json", {
-            "augment": dataclasses.asdict(params.augment),
-            "seed": params.seed,
-            "images": len(y_out),
-            "fingerprint": fingerprint(x_out, y_out),
-        })
+        write_json(
+            folder / "meta.json",
+            {
+                "augment": dataclasses.asdict(params.augment),
+                "seed": params.seed,
+                "images": len(y_out),
+                "fingerprint": fingerprint(x_out, y_out),
+            },
+        )
     print(f"augment: {len(y)} -> {len(y_out)} training images -> {args.out}")
 
 
-if __name__ == "__main__":
+def main_cli(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
     cli = common.parser(__doc__)
-    cli.add_argument("--prepared", default="data/prepared", help="prepare's output folder")
-    cli.add_argument("--out", default="data/augmented", help="output folder")
-    sys.exit(common.run(main, cli))
+    cli.add_argument("--prepared", required=True, help="prepare's output folder")
+    cli.add_argument("--out", required=True, help="output folder")
+    return common.run(main, cli, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main_cli())

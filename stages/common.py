@@ -17,8 +17,11 @@ def parser(description: str) -> argparse.ArgumentParser:
     return parsed
 
 
-def run(main: Callable[[argparse.Namespace, Params], None],
-        parsed: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+def run(
+    main: Callable[[argparse.Namespace, Params], None],
+    parsed: argparse.ArgumentParser,
+    argv: list[str] | None = None,
+) -> int:
     """Parse args, load params, run `main`; bad input prints one line and returns 2."""
     args = parsed.parse_args(argv)
     try:

@@ -20,8 +20,10 @@ from stages import common
 CURVES = {
     "loss": {"train": "train/loss.tsv", "val": "eval/loss.tsv"},
     "accuracy": {"train": "train/accuracy.tsv", "val": "eval/accuracy.tsv"},
-    "pre-clip gradient norm": {"max": "train/grad_norm_max.tsv",
-                               "mean": "train/grad_norm_mean.tsv"},
+    "pre-clip gradient norm": {
+        "max": "train/grad_norm_max.tsv",
+        "mean": "train/grad_norm_mean.tsv",
+    },
 }
 
 
@@ -38,8 +40,11 @@ def main(args, params) -> None:
     x_test, y_test = load_arrays(Path(args.prepared) / "test.npz")
     train = load_arrays(Path(args.prepared) / "train.npz")
     summary_file = Path(args.live) / "metrics.json"
-    summary = json.loads(summary_file.read_text(encoding="utf-8")).get("run") \
-        if summary_file.is_file() else None
+    summary = (
+        json.loads(summary_file.read_text(encoding="utf-8")).get("run")
+        if summary_file.is_file()
+        else None
+    )
     if summary is None:
         raise DataError(f"{summary_file}: no 'run' summary; run the train stage first")
 
@@ -48,32 +53,47 @@ def main(args, params) -> None:
     scores = classification_metrics(y_test, probabilities)
     confusion = scores.pop("confusion")
     baseline = baseline_accuracy(params.evaluate.baseline, train, (x_test, y_test), params.seed)
-    write_json(args.out, {
-        **scores,
-        "diverged": bool(summary["diverged"]),
-        "first_nonfinite_step": summary["first_nonfinite_step"],
-        "baseline": {"model": params.evaluate.baseline, "accuracy": baseline},
-        "test_images": len(y_test),
-    })
+    write_json(
+        args.out,
+        {
+            **scores,
+            "diverged": bool(summary["diverged"]),
+            "first_nonfinite_step": summary["first_nonfinite_step"],
+            "baseline": {"model": params.evaluate.baseline, "accuracy": baseline},
+            "test_images": len(y_test),
+        },
+    )
 
     plots = Path(args.plots)
     predicted = probabilities.argmax(axis=1)
     write_json(plots / "confusion.json", {"confusion": confusion_rows(y_test, predicted)})
     metrics_dir = Path(args.live) / "plots" / "metrics"
-    curves = {title: {label: read_curve(metrics_dir / file) for label, file in lines.items()
-                      if (metrics_dir / file).is_file()}
-              for title, lines in CURVES.items()}
+    curves = {
+        title: {
+            label: read_curve(metrics_dir / file)
+            for label, file in lines.items()
+            if (metrics_dir / file).is_file()
+        }
+        for title, lines in CURVES.items()
+    }
     plot_training_curves(curves, plots / "training_curves.png")
-    print(f"evaluate: test accuracy {scores['accuracy']:.4f} (baseline {params.evaluate.baseline}"
-          f" {baseline:.4f}), diverged={summary['diverged']} -> {args.out}")
+    print(
+        f"evaluate: test accuracy {scores['accuracy']:.4f} (baseline {params.evaluate.baseline}"
+        f" {baseline:.4f}), diverged={summary['diverged']} -> {args.out}"
+    )
     print("confusion (rows: true class):", *confusion, sep="\n  ")
 
 
-if __name__ == "__main__":
+def main_cli(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
     cli = common.parser(__doc__)
-    cli.add_argument("--prepared", default="data/prepared", help="prepare's output folder")
-    cli.add_argument("--model", default="models/best.keras", help="the best checkpoint")
-    cli.add_argument("--live", default="metrics/train", help="train's DVCLive folder")
-    cli.add_argument("--out", default="metrics/eval.json", help="test metrics to write")
-    cli.add_argument("--plots", default="metrics/plots", help="folder for plots")
-    sys.exit(common.run(main, cli))
+    cli.add_argument("--prepared", required=True, help="prepare's output folder")
+    cli.add_argument("--model", required=True, help="the best checkpoint")
+    cli.add_argument("--live", required=True, help="train's DVCLive folder")
+    cli.add_argument("--out", required=True, help="test metrics to write")
+    cli.add_argument("--plots", required=True, help="folder for plots")
+    return common.run(main, cli, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main_cli())

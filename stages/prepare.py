@@ -19,8 +19,9 @@ def main(args, params) -> None:
         "source": params.data.source,
         "image_shape": list(x.shape[1:]),
         "num_classes": num_classes,
-        "counts": {name: np.bincount(splits[name][1], minlength=num_classes).tolist()
-                   for name in SPLITS},
+        "counts": {
+            name: np.bincount(splits[name][1], minlength=num_classes).tolist() for name in SPLITS
+        },
         "fingerprint": fingerprint(*(a for name in SPLITS for a in splits[name])),
     }
     with atomic_path(args.out) as folder:
@@ -31,7 +32,12 @@ def main(args, params) -> None:
     print(f"prepare: {len(y)} images, {num_classes} classes -> {args.out} {stats['counts']}")
 
 
-if __name__ == "__main__":
+def main_cli(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
     cli = common.parser(__doc__)
-    cli.add_argument("--out", default="data/prepared", help="output folder")
-    sys.exit(common.run(main, cli))
+    cli.add_argument("--out", required=True, help="output folder")
+    return common.run(main, cli, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main_cli())

@@ -23,26 +23,45 @@ def main(args, params) -> None:
     resume = ResumeState(args.resume_dir, run_fingerprint(params, *train, *val))
     resumed = resume.restore(args.model, args.live) is not None
     with Live(dir=args.live, dvcyaml=False, save_dvc_exp=False, resume=resumed) as live:
-        model, result = fit(params, train, val, checkpoint=args.model, resume=resume,
-                            live_dir=args.live, extra_callbacks=[DVCLiveCallback(live=live)])
+        model, result = fit(
+            params,
+            train,
+            val,
+            checkpoint=args.model,
+            resume=resume,
+            live_dir=args.live,
+            extra_callbacks=[DVCLiveCallback(live=live)],
+        )
         if not Path(args.model).is_file():  # no finite val_loss ever: keep what there is
             with atomic_path(args.model) as tmp:
                 model.save(tmp)
-        summary = {k: finite_or_none(v) if isinstance(v, float) else v
-                   for k, v in dataclasses.asdict(result).items()}
+        summary = {
+            k: finite_or_none(v) if isinstance(v, float) else v
+            for k, v in dataclasses.asdict(result).items()
+        }
         live.summary["run"] = summary
     resume.clear()
     verdict = f"DIVERGED at step {result.diverged_at_step}" if result.diverged else "finished"
-    print(f"train: {verdict} after {result.epochs} epochs in {result.wall_time_s:.1f}s; "
-          f"best val_loss {result.best_val_loss}; max grad norm {result.max_grad_norm:.3g}")
+    print(
+        f"train: {verdict} after {result.epochs} epochs in {result.wall_time_s:.1f}s; "
+        f"best val_loss {result.best_val_loss}; max grad norm {result.max_grad_norm:.3g}"
+    )
+
+
+def main_cli(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    cli = common.parser(__doc__)
+    cli.add_argument("--prepared", required=True, help="prepare's output folder")
+    cli.add_argument("--augmented", required=True, help="augment's output folder")
+    cli.add_argument("--model", required=True, help="best checkpoint to write")
+    cli.add_argument("--live", required=True, help="DVCLive folder")
+    cli.add_argument(
+        "--resume-dir",
+        required=True,
+        help="resume state of an interrupted run (ignored by git and DVC)",
+    )
+    return common.run(main, cli, argv)
 
 
 if __name__ == "__main__":
-    cli = common.parser(__doc__)
-    cli.add_argument("--prepared", default="data/prepared", help="prepare's output folder")
-    cli.add_argument("--augmented", default="data/augmented", help="augment's output folder")
-    cli.add_argument("--model", default="models/best.keras", help="best checkpoint to write")
-    cli.add_argument("--live", default="metrics/train", help="DVCLive folder")
-    cli.add_argument("--resume-dir", default="models/resume",
-                     help="resume state of an interrupted run (ignored by git and DVC)")
-    sys.exit(common.run(main, cli))
+    sys.exit(main_cli())

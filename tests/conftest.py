@@ -6,11 +6,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import yaml  # noqa: E402
-
-import keras  # noqa: E402
+import keras
+import numpy as np
+import pytest
+import yaml
 
 TINY_PARAMS = {
     "seed": 7,
@@ -26,7 +25,8 @@ def backend() -> str:
 
 
 tensorflow_only = pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow", reason="TensorFlow backend only")
+    keras.backend.backend() != "tensorflow", reason="TensorFlow backend only"
+)
 
 
 @pytest.fixture

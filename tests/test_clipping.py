@@ -68,9 +68,11 @@ def test_all_finite_spots_nan_and_inf(tensor):
 
 def test_unitwise_norm_runs_over_all_but_the_output_axis(tensor):
     # Dense kernel (in=2, out=2): column norms ||(3, 4)|| = 5 and ||(0, 1)|| = 1.
-    np.testing.assert_allclose(numpy([clipping.unitwise_norm(tensor([[3.0, 0.0],
-                                                                      [4.0, 1.0]]))])[0],
-                               [[5.0, 1.0]], rtol=1e-6)
+    np.testing.assert_allclose(
+        numpy([clipping.unitwise_norm(tensor([[3.0, 0.0], [4.0, 1.0]]))])[0],
+        [[5.0, 1.0]],
+        rtol=1e-6,
+    )
     # A bias vector is one unit: ||(3, 4)|| = 5.
     np.testing.assert_allclose(numpy([clipping.unitwise_norm(tensor([3.0, 4.0]))])[0], [5.0])
 
@@ -87,8 +89,9 @@ def test_agc_on_a_2x2_kernel_with_known_column_norms(tensor):
 def test_agc_uses_eps_for_zero_weights_and_honours_exclusions(tensor):
     zeros = tensor([0.0, 0.0])
     grad = tensor([3.0, 4.0])  # norm 5; bound 0.5 * max(0, 1e-3) = 5e-4
-    clipped, untouched = numpy(clipping.adaptive_clip([grad, grad], [zeros, zeros], 0.5,
-                                                      excluded=[False, True]))
+    clipped, untouched = numpy(
+        clipping.adaptive_clip([grad, grad], [zeros, zeros], 0.5, excluded=[False, True])
+    )
     np.testing.assert_allclose(clipped, [3e-4, 4e-4], rtol=1e-5)
     np.testing.assert_allclose(untouched, [3.0, 4.0])
 
@@ -98,7 +101,8 @@ def _autoclip(norms, window, percentile):
     thresholds = []
     for norm in norms:
         threshold, state = clipping.autoclip_threshold(
-            state, ops.convert_to_tensor(norm, "float32"), percentile)
+            state, ops.convert_to_tensor(norm, "float32"), percentile
+        )
         thresholds.append(float(threshold))
     return thresholds
 
@@ -118,12 +122,17 @@ def test_autoclip_window_forgets_old_norms():
 
 
 def _zscore(norms, threshold=2.5, alpha=0.97, warmup=3):
-    state = ZScoreState(*(ops.convert_to_tensor(v, d) for v, d in
-                          ((0, "int32"), (0.0, "float32"), (0.0, "float32"))))
+    state = ZScoreState(
+        *(
+            ops.convert_to_tensor(v, d)
+            for v, d in ((0, "int32"), (0.0, "float32"), (0.0, "float32"))
+        )
+    )
     out = []
     for norm in norms:
         bound, state = clipping.zscore_threshold(
-            state, ops.convert_to_tensor(norm, "float32"), threshold, alpha, warmup)
+            state, ops.convert_to_tensor(norm, "float32"), threshold, alpha, warmup
+        )
         out.append((float(bound), float(state.mean), float(state.var)))
     return out
 
@@ -153,6 +162,9 @@ def test_zscore_ordinary_norm_is_not_clipped_but_updates_the_ema():
 
 
 def test_scale_to_an_infinite_bound_is_the_identity(tensor):
-    (out,) = numpy(clipping.scale_to_norm([tensor([3.0, 4.0])], ops.convert_to_tensor(5.0),
-                                          ops.convert_to_tensor(math.inf)))
+    (out,) = numpy(
+        clipping.scale_to_norm(
+            [tensor([3.0, 4.0])], ops.convert_to_tensor(5.0), ops.convert_to_tensor(math.inf)
+        )
+    )
     np.testing.assert_array_equal(out, [3.0, 4.0])

@@ -19,8 +19,7 @@ def variable(values):
 
 
 def apply(guard, grads, variables):
-    guard.apply([keras.ops.convert_to_tensor(np.asarray(g, "float32")) for g in grads],
-                variables)
+    guard.apply([keras.ops.convert_to_tensor(np.asarray(g, "float32")) for g in grads], variables)
 
 
 @pytest.mark.parametrize(
@@ -144,11 +143,14 @@ def test_an_inner_optimizer_that_clips_itself_is_refused():
         GradientGuard(keras.optimizers.SGD(0.1, global_clipnorm=1.0))
 
 
-@pytest.mark.parametrize(("kwargs", "fragment"), [
-    ({"mode": "global_norm"}, "needs clip_norm > 0; received clip_norm=None"),
-    ({"mode": "value", "clip_value": -1.0}, "received clip_value=-1.0"),
-    ({"mode": "fancy"}, "mode='fancy'"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"mode": "global_norm"}, "needs clip_norm > 0; received clip_norm=None"),
+        ({"mode": "value", "clip_value": -1.0}, "received clip_value=-1.0"),
+        ({"mode": "fancy"}, "mode='fancy'"),
+    ],
+)
 def test_bad_modes_and_bounds_are_refused(kwargs, fragment):
     with pytest.raises(ValueError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         GradientGuard(keras.optimizers.SGD(0.1), **kwargs)
@@ -171,8 +173,9 @@ def test_model_save_and_load_round_trip_keeps_config_and_state(tmp_path):
 
 def test_compiled_fit_clips_every_step():
     # y = 100 x with a zero-initialised weight: every gradient is huge, every step clipped.
-    model = keras.Sequential([keras.Input((1,)),
-                              keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")])
+    model = keras.Sequential(
+        [keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")]
+    )
     guard = GradientGuard(keras.optimizers.SGD(0.1), mode="global_norm", clip_norm=1.0)
     model.compile(optimizer=guard, loss="mse")
     x = np.ones((4, 1), "float32")

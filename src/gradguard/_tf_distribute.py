@@ -24,7 +24,8 @@ def apply(guard, grads: list, trainable_variables: list) -> None:
     if replicas > 1:
         present = [i for i, g in enumerate(grads) if g is not None]
         summed = tf.distribute.get_replica_context().all_reduce(
-            tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
+            tf.distribute.ReduceOp.SUM, [grads[i] for i in present]
+        )
         for i, g in zip(present, summed, strict=True):
             grads[i] = g
     clipped, apply_update = guard.stateful_guard_step(grads, trainable_variables)
@@ -44,9 +45,9 @@ def apply(guard, grads: list, trainable_variables: list) -> None:
 
             def update():
                 distribution.extended.call_for_each_replica(
-                    inner.apply, args=(clipped, trainable_variables))
+                    inner.apply, args=(clipped, trainable_variables)
+                )
 
             ops.cond(decision, update, lambda: None)
 
-        tf.distribute.get_replica_context().merge_call(
-            cross_replica, args=(clipped, apply_update))
+        tf.distribute.get_replica_context().merge_call(cross_replica, args=(clipped, apply_update))

@@ -21,11 +21,15 @@ def build_augmenter(params: AugmentParams, seed: int) -> list:
 
     layers = []
     if params.rotation:
-        layers.append(keras.layers.RandomRotation(params.rotation / 360.0, fill_mode="constant",
-                                                  seed=seed))
+        layers.append(
+            keras.layers.RandomRotation(params.rotation / 360.0, fill_mode="constant", seed=seed)
+        )
     if params.shift:
-        layers.append(keras.layers.RandomTranslation(params.shift, params.shift,
-                                                     fill_mode="constant", seed=seed + 1))
+        layers.append(
+            keras.layers.RandomTranslation(
+                params.shift, params.shift, fill_mode="constant", seed=seed + 1
+            )
+        )
     if params.zoom:
         layers.append(keras.layers.RandomZoom(params.zoom, fill_mode="constant", seed=seed + 2))
     if params.noise_std:
@@ -59,6 +63,6 @@ def augment(x: np.ndarray, y: np.ndarray, params: AugmentParams, seed: int):
 
     copies = []
     for _ in range(params.copies):
-        batches = [transform(x[i:i + _BATCH]) for i in range(0, len(x), _BATCH)]
+        batches = [transform(x[i : i + _BATCH]) for i in range(0, len(x), _BATCH)]
         copies.append(np.clip(np.concatenate(batches), 0.0, 1.0).astype(np.float32))
     return np.concatenate([x, *copies]), np.tile(y, params.copies + 1)

@@ -1,4 +1,4 @@
-"""Keras callbacks that read a `GradientGuard`'s statistics: per-epoch gradient logs and divergence."""
+"""Keras callbacks reading a `GradientGuard`: per-epoch gradient logs, divergence."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ import numpy as np
 
 def read_stats(guard) -> dict:
     """The guard's statistics as Python numbers (one host transfer per variable)."""
-    return {key: np.asarray(keras.ops.convert_to_numpy(var.value)).item()
-            for key, var in guard.stats.items() if var.shape == ()}
+    return {
+        key: np.asarray(keras.ops.convert_to_numpy(var.value)).item()
+        for key, var in guard.stats.items()
+        if var.shape == ()
+    }
 
 
 class GradientStatsLogger(keras.callbacks.Callback):

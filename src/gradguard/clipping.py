@@ -82,8 +82,13 @@ def unitwise_norm(x) -> object:
     return ops.sqrt(ops.sum(ops.square(x), axis=axes, keepdims=True))
 
 
-def adaptive_clip(grads: Sequence, weights: Sequence, clip_factor: float,
-                  excluded: Sequence[bool] | None = None, eps: float = AGC_EPS) -> list:
+def adaptive_clip(
+    grads: Sequence,
+    weights: Sequence,
+    clip_factor: float,
+    excluded: Sequence[bool] | None = None,
+    eps: float = AGC_EPS,
+) -> list:
     """Adaptive gradient clipping (AGC), unit-wise.
 
     Each unit's gradient G_i is rescaled so that ||G_i|| <= clip_factor * max(||W_i||, eps).

@@ -27,8 +27,14 @@ def _resize(images: np.ndarray, size: int) -> np.ndarray:
         return images
     from PIL import Image
 
-    resized = [np.asarray(Image.fromarray(image[:, :, 0], mode="F").resize(
-        (size, size), Image.Resampling.BILINEAR)) for image in images]
+    resized = [
+        np.asarray(
+            Image.fromarray(image[:, :, 0], mode="F").resize(
+                (size, size), Image.Resampling.BILINEAR
+            )
+        )
+        for image in images
+    ]
     return np.clip(np.stack(resized), 0.0, 1.0).astype(np.float32)[..., None]
 
 
@@ -43,12 +49,13 @@ def normalise_images(x: np.ndarray, name: str) -> np.ndarray:
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4 or x.shape[-1] not in (1, 3) or x.shape[0] == 0:
-        raise DataError(f"{name}: x has shape {x.shape}; expected (N, H, W), (N, H, W, 1) "
-                        "or (N, H, W, 3) with N > 0")
+        raise DataError(
+            f"{name}: x has shape {x.shape}; expected (N, H, W), (N, H, W, 1) "
+            "or (N, H, W, 3) with N > 0"
+        )
     if np.issubdtype(x.dtype, np.integer):
         if x.min() < 0 or x.max() > 255:
-            raise DataError(f"{name}: integer pixels span [{x.min()}, {x.max()}]; "
-                            "expected 0..255")
+            raise DataError(f"{name}: integer pixels span [{x.min()}, {x.max()}]; expected 0..255")
         x = x.astype(np.float32) / 255.0
     else:
         x = x.astype(np.float32)
@@ -56,8 +63,9 @@ def normalise_images(x: np.ndarray, name: str) -> np.ndarray:
             bad = int(np.count_nonzero(~np.isfinite(x)))
             raise DataError(f"{name}: x holds {bad} NaN or Inf pixel(s); expected finite values")
         if x.min() < 0 or x.max() > 1:
-            raise DataError(f"{name}: float pixels span [{x.min():.4g}, {x.max():.4g}]; "
-                            "expected [0, 1]")
+            raise DataError(
+                f"{name}: float pixels span [{x.min():.4g}, {x.max():.4g}]; expected [0, 1]"
+            )
     if x.shape[-1] == 3:
         x = x @ np.array([0.299, 0.587, 0.114], np.float32)[:, None]
     return x
@@ -73,8 +81,10 @@ def check_labels(y: np.ndarray, n: int, name: str) -> np.ndarray:
         raise DataError(f"{name}: label {y.min()} is out of range; expected labels 0..K-1")
     missing = sorted(set(range(int(y.max()) + 1)) - set(np.unique(y).tolist()))
     if missing:
-        raise DataError(f"{name}: label {int(y.max())} is out of range: classes {missing} have "
-                        "no images; expected labels 0..K-1 with every class present")
+        raise DataError(
+            f"{name}: label {int(y.max())} is out of range: classes {missing} have "
+            "no images; expected labels 0..K-1 with every class present"
+        )
     return y.astype(np.int32)
 
 
@@ -94,8 +104,10 @@ def load_keras_dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
     try:
         (x_train, y_train), (x_test, y_test) = module.load_data()
     except Exception as error:  # network errors come in many types
-        raise DataError(f"data.source={name}: download failed ({error}); the first run "
-                        "needs the network, later runs read keras' cache") from error
+        raise DataError(
+            f"data.source={name}: download failed ({error}); the first run "
+            "needs the network, later runs read keras' cache"
+        ) from error
     return np.concatenate([x_train, x_test]), np.concatenate([y_train, y_test])
 
 
@@ -113,8 +125,10 @@ def load_folder(path: str, size: int) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"data.path={path!r}: folder not found")
     classes = sorted(p for p in root.iterdir() if p.is_dir())
     if len(classes) < 2:
-        raise DataError(f"data.path={path!r}: found {len(classes)} class folder(s); "
-                        "expected one sub-folder per class, at least 2")
+        raise DataError(
+            f"data.path={path!r}: found {len(classes)} class folder(s); "
+            "expected one sub-folder per class, at least 2"
+        )
     images, labels = [], []
     for label, folder in enumerate(classes):
         files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
@@ -163,9 +177,12 @@ def split(x: np.ndarray, y: np.ndarray, params: DataParams, seed: int) -> dict:
         raise DataError(
             f"class {smallest} has {counts[smallest]} image(s) among {len(y)} in "
             f"{len(counts)} classes; expected at least 3 per class and val/test splits "
-            f"(now {n_val}/{n_test} images) of at least one image per class")
+            f"(now {n_val}/{n_test} images) of at least one image per class"
+        )
     x_rest, x_test, y_rest, y_test = train_test_split(
-        x, y, test_size=n_test, stratify=y, random_state=seed)
+        x, y, test_size=n_test, stratify=y, random_state=seed
+    )
     x_train, x_val, y_train, y_val = train_test_split(
-        x_rest, y_rest, test_size=n_val, stratify=y_rest, random_state=seed)
+        x_rest, y_rest, test_size=n_val, stratify=y_rest, random_state=seed
+    )
     return {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}

@@ -35,14 +35,16 @@ def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray) -> dic
     labels = np.arange(num_classes)
     picked = probabilities[np.arange(len(y_true)), y_true]
     loss = float(np.mean(-np.log(np.clip(picked, 1e-7, 1.0)))) if valid.all() else math.nan
-    confusion = confusion_matrix(y_true, np.where(valid, predicted, (y_true + 1) % num_classes),
-                                 labels=labels)
+    confusion = confusion_matrix(
+        y_true, np.where(valid, predicted, (y_true + 1) % num_classes), labels=labels
+    )
     per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
     return {
         "accuracy": float(np.mean(predicted == y_true)),
         "loss": finite_or_none(loss),
-        "f1_macro": float(f1_score(y_true, predicted, labels=labels, average="macro",
-                                   zero_division=0)),
+        "f1_macro": float(
+            f1_score(y_true, predicted, labels=labels, average="macro", zero_division=0)
+        ),
         "per_class_accuracy": {str(k): float(v) for k, v in enumerate(per_class)},
         "confusion": confusion.tolist(),
     }
@@ -62,8 +64,11 @@ def baseline_accuracy(kind: str, train: tuple, test: tuple, seed: int) -> float:
 
     x_train, y_train = train[0].reshape(len(train[0]), -1), train[1]
     x_test, y_test = test[0].reshape(len(test[0]), -1), test[1]
-    model = (SVC(random_state=seed) if kind == "svc"
-             else LogisticRegression(max_iter=2000, random_state=seed))
+    model = (
+        SVC(random_state=seed)
+        if kind == "svc"
+        else LogisticRegression(max_iter=2000, random_state=seed)
+    )
     model.fit(x_train, y_train)
     return float(model.score(x_test, y_test))
 
@@ -90,8 +95,7 @@ def plot_training_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], pa
     fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
     for axis, (title, lines) in zip(axes[0], curves.items(), strict=True):
         for label, values in lines.items():
-            axis.plot(np.arange(1, len(values) + 1), values, marker="o", markersize=3,
-                      label=label)
+            axis.plot(np.arange(1, len(values) + 1), values, marker="o", markersize=3, label=label)
         axis.set_title(title)
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)

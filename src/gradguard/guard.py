@@ -91,36 +91,65 @@ class GradientGuard(keras.optimizers.Optimizer):
             unknown mode, or a mode whose bound is missing.
     """
 
-    def __init__(self, inner_optimizer, mode="auto", clip_norm=None, clip_value=None,
-                 agc_lambda=0.01, agc_exclude_last=True, autoclip_percentile=10.0,
-                 autoclip_window=1000, zscore_threshold=2.5, zscore_alpha=0.97,
-                 zscore_warmup=25, skip_nonfinite=True, max_consecutive_skips=10,
-                 name=None, **kwargs):
-        refused = [k for k, default in _INNER_ARGS.items() if k in kwargs
-                   and kwargs.pop(k) != default]
+    def __init__(
+        self,
+        inner_optimizer,
+        mode="auto",
+        clip_norm=None,
+        clip_value=None,
+        agc_lambda=0.01,
+        agc_exclude_last=True,
+        autoclip_percentile=10.0,
+        autoclip_window=1000,
+        zscore_threshold=2.5,
+        zscore_alpha=0.97,
+        zscore_warmup=25,
+        skip_nonfinite=True,
+        max_consecutive_skips=10,
+        name=None,
+        **kwargs,
+    ):
+        refused = [
+            k for k, default in _INNER_ARGS.items() if k in kwargs and kwargs.pop(k) != default
+        ]
         if refused or kwargs:
             names = ", ".join(f"`{k}`" for k in refused + list(kwargs))
-            raise ValueError(f"GradientGuard does not take {names}: set it on the inner "
-                             "optimizer (clipping is GradientGuard's `mode`)")
+            raise ValueError(
+                f"GradientGuard does not take {names}: set it on the inner "
+                "optimizer (clipping is GradientGuard's `mode`)"
+            )
         if not isinstance(inner_optimizer, keras.optimizers.Optimizer):
-            raise ValueError("GradientGuard needs a keras.optimizers.Optimizer as "
-                             f"inner_optimizer; received {inner_optimizer!r}")
-        inner_clip = {k: getattr(inner_optimizer, k, None)
-                      for k in ("clipnorm", "clipvalue", "global_clipnorm")}
+            raise ValueError(
+                "GradientGuard needs a keras.optimizers.Optimizer as "
+                f"inner_optimizer; received {inner_optimizer!r}"
+            )
+        inner_clip = {
+            k: getattr(inner_optimizer, k, None)
+            for k in ("clipnorm", "clipvalue", "global_clipnorm")
+        }
         if any(v is not None for v in inner_clip.values()):
-            raise ValueError(f"the inner optimizer clips by itself ({inner_clip}); let "
-                             "GradientGuard clip instead, e.g. mode='global_norm', clip_norm=1.0")
+            raise ValueError(
+                f"the inner optimizer clips by itself ({inner_clip}); let "
+                "GradientGuard clip instead, e.g. mode='global_norm', clip_norm=1.0"
+            )
         if mode == "auto":
-            mode = ("global_norm" if clip_norm is not None
-                    else "value" if clip_value is not None else "none")
+            mode = (
+                "global_norm"
+                if clip_norm is not None
+                else "value"
+                if clip_value is not None
+                else "none"
+            )
         if mode not in CLIP_MODES:
-            raise ValueError(f"GradientGuard mode={mode!r}; expected one of "
-                             f"{('auto', *CLIP_MODES)}")
+            raise ValueError(
+                f"GradientGuard mode={mode!r}; expected one of {('auto', *CLIP_MODES)}"
+            )
         needs = {"norm": clip_norm, "global_norm": clip_norm, "value": clip_value}
         if mode in needs and (needs[mode] is None or needs[mode] <= 0):
             bound = "clip_value" if mode == "value" else "clip_norm"
-            raise ValueError(f"GradientGuard mode={mode!r} needs {bound} > 0; "
-                             f"received {bound}={needs[mode]!r}")
+            raise ValueError(
+                f"GradientGuard mode={mode!r} needs {bound} > 0; received {bound}={needs[mode]!r}"
+            )
         super().__init__(learning_rate=0.0, name=name)
         self.inner_optimizer = inner_optimizer
         self.mode = mode
@@ -144,8 +173,9 @@ class GradientGuard(keras.optimizers.Optimizer):
             specs["autoclip_history"] = ("float32", 0.0, (self.autoclip_window,))
             specs["autoclip_count"] = ("int32", 0)
         if self.mode == "zscore":
-            specs.update(zscore_count=("int32", 0), zscore_mean=("float32", 0.0),
-                         zscore_var=("float32", 0.0))
+            specs.update(
+                zscore_count=("int32", 0), zscore_mean=("float32", 0.0), zscore_var=("float32", 0.0)
+            )
         return specs
 
     def build(self, var_list):
@@ -154,13 +184,17 @@ class GradientGuard(keras.optimizers.Optimizer):
         self._state = {}
         for key, (dtype, value, *shape) in self._state_specs().items():
             self._state[key] = self.add_variable(
-                shape=shape[0] if shape else (), dtype=dtype,
+                shape=shape[0] if shape else (),
+                dtype=dtype,
                 initializer=keras.initializers.Constant(value),
                 # Every replica computes the same all-reduced statistics.
-                aggregation="only_first_replica", name=key)
+                aggregation="only_first_replica",
+                name=key,
+            )
         last_layer = var_list[-1].path.rsplit("/", 1)[0] if var_list else None
-        self._agc_excluded = [self.agc_exclude_last and v.path.rsplit("/", 1)[0] == last_layer
-                              for v in var_list]
+        self._agc_excluded = [
+            self.agc_exclude_last and v.path.rsplit("/", 1)[0] == last_layer for v in var_list
+        ]
         self.inner_optimizer.build(var_list)
         super().build(var_list)
 
@@ -211,15 +245,14 @@ class GradientGuard(keras.optimizers.Optimizer):
             return clipped, inf, {}
         if self.mode == "autoclip":
             old = AutoClipState(state["autoclip_history"], state["autoclip_count"])
-            bound, new = clipping.autoclip_threshold(old, pre_clip_norm,
-                                                     self.autoclip_percentile)
+            bound, new = clipping.autoclip_threshold(old, pre_clip_norm, self.autoclip_percentile)
             updates = {"autoclip_history": new.history, "autoclip_count": new.count}
         elif self.mode == "zscore":
             old = ZScoreState(state["zscore_count"], state["zscore_mean"], state["zscore_var"])
-            bound, new = clipping.zscore_threshold(old, pre_clip_norm, self.zscore_threshold,
-                                                   self.zscore_alpha, self.zscore_warmup)
-            updates = {"zscore_count": new.count, "zscore_mean": new.mean,
-                       "zscore_var": new.var}
+            bound, new = clipping.zscore_threshold(
+                old, pre_clip_norm, self.zscore_threshold, self.zscore_alpha, self.zscore_warmup
+            )
+            updates = {"zscore_count": new.count, "zscore_mean": new.mean, "zscore_var": new.var}
         else:
             return list(grads), inf, {}
         return clipping.scale_to_norm(grads, pre_clip_norm, bound), bound, updates
@@ -260,10 +293,18 @@ class GradientGuard(keras.optimizers.Optimizer):
             consecutive_skips=consecutive,
             first_nonfinite_step=ops.where(
                 ops.logical_and(ops.logical_not(finite), state["first_nonfinite_step"] < 0),
-                step, state["first_nonfinite_step"]),
-            diverged=ops.maximum(state["diverged"], as_int(ops.logical_or(
-                ops.logical_and(ops.logical_not(finite), not self.skip_nonfinite),
-                consecutive >= self.max_consecutive_skips))),
+                step,
+                state["first_nonfinite_step"],
+            ),
+            diverged=ops.maximum(
+                state["diverged"],
+                as_int(
+                    ops.logical_or(
+                        ops.logical_and(ops.logical_not(finite), not self.skip_nonfinite),
+                        consecutive >= self.max_consecutive_skips,
+                    )
+                ),
+            ),
             window_norm_sum=state["window_norm_sum"] + ops.where(finite, pre, 0.0),
             window_norm_max=ops.maximum(state["window_norm_max"], ops.where(finite, pre, 0.0)),
             window_steps=state["window_steps"] + as_int(finite),
@@ -275,21 +316,27 @@ class GradientGuard(keras.optimizers.Optimizer):
 
     def stateless_apply(self, optimizer_variables, grads, trainable_variables):
         if not self.built:
-            raise ValueError("GradientGuard must be built before stateless_apply; call "
-                             "optimizer.build(trainable_variables)")
+            raise ValueError(
+                "GradientGuard must be built before stateless_apply; call "
+                "optimizer.build(trainable_variables)"
+            )
         n_own = len(self._variables)
         own, inner = list(optimizer_variables[:n_own]), list(optimizer_variables[n_own:])
         index = {id(v): i for i, v in enumerate(self._variables)}
         state = {key: own[index[id(var)]] for key, var in self._state.items()}
         step = index[id(self._iterations)]
         clipped, apply_update, new_state = self.guard_step(
-            state, grads, trainable_variables, own[step])
+            state, grads, trainable_variables, own[step]
+        )
         new_weights, new_inner = self.inner_optimizer.stateless_apply(
-            inner, clipped, trainable_variables)
+            inner, clipped, trainable_variables
+        )
         if self.skip_nonfinite:
             keep = lambda new, old: ops.where(apply_update, new, old)  # noqa: E731
-            new_weights = [keep(n, o) for n, o in zip(new_weights, trainable_variables)]
-            new_inner = [keep(n, o) for n, o in zip(new_inner, inner)]
+            new_weights = [
+                keep(n, o) for n, o in zip(new_weights, trainable_variables, strict=True)
+            ]
+            new_inner = [keep(n, o) for n, o in zip(new_inner, inner, strict=True)]
         for key, var in self._state.items():
             own[index[id(var)]] = ops.cast(new_state[key], var.dtype)
         own[step] = own[step] + 1  # the guard's own count of every apply, skipped or not
@@ -307,16 +354,19 @@ class GradientGuard(keras.optimizers.Optimizer):
             _tf_distribute.apply(self, list(grads), trainable_variables)
             return
         new_weights, new_optimizer = self.stateless_apply(
-            [v.value for v in self.variables], grads, [v.value for v in trainable_variables])
-        for var, value in zip(trainable_variables + self.variables,
-                              new_weights + new_optimizer, strict=True):
+            [v.value for v in self.variables], grads, [v.value for v in trainable_variables]
+        )
+        for var, value in zip(
+            trainable_variables + self.variables, new_weights + new_optimizer, strict=True
+        ):
             var.assign(value)
 
     def stateful_guard_step(self, grads, trainable_variables):
         """`guard_step` on the variables themselves; returns (clipped, apply_update)."""
         state = {key: var.value for key, var in self._state.items()}
         clipped, apply_update, new_state = self.guard_step(
-            state, grads, [v.value for v in trainable_variables], self._iterations.value)
+            state, grads, [v.value for v in trainable_variables], self._iterations.value
+        )
         for key, var in self._state.items():
             var.assign(ops.cast(new_state[key], var.dtype))
         self._iterations.assign_add(1)
@@ -346,5 +396,6 @@ class GradientGuard(keras.optimizers.Optimizer):
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
         inner = keras.saving.deserialize_keras_object(
-            config.pop("inner_optimizer"), custom_objects=custom_objects)
+            config.pop("inner_optimizer"), custom_objects=custom_objects
+        )
         return cls(inner, **config)

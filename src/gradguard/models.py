@@ -42,12 +42,19 @@ def build_initializer(name: str, scale: float = 1.0, seed: int | None = None):
     if name not in _VARIANCE_SCALING:
         raise ValueError(f"init={name!r}; expected one of {(*_VARIANCE_SCALING, 'orthogonal')}")
     base, mode, distribution = _VARIANCE_SCALING[name]
-    return keras.initializers.VarianceScaling(scale=base * scale**2, mode=mode,
-                                              distribution=distribution, seed=seed)
+    return keras.initializers.VarianceScaling(
+        scale=base * scale**2, mode=mode, distribution=distribution, seed=seed
+    )
 
 
-def build_cnn(input_shape: tuple[int, int, int], num_classes: int, params: ModelParams,
-              init: str = "he_normal", init_scale: float = 1.0, seed: int = 0) -> keras.Model:
+def build_cnn(
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    params: ModelParams,
+    init: str = "he_normal",
+    init_scale: float = 1.0,
+    seed: int = 0,
+) -> keras.Model:
     """The CNN the `model` params describe, every kernel from `init` x `init_scale`.
 
     Conv blocks (Conv2D 'same' -> optional BatchNorm -> activation -> optional
@@ -64,9 +71,14 @@ def build_cnn(input_shape: tuple[int, int, int], num_classes: int, params: Model
     x = inputs
     side = input_shape[0]
     for index, filters in enumerate(params.filters):
-        x = keras.layers.Conv2D(filters, params.kernel_size, padding="same",
-                                use_bias=not params.batch_norm, kernel_initializer=kernel_init(),
-                                name=f"conv{index}")(x)
+        x = keras.layers.Conv2D(
+            filters,
+            params.kernel_size,
+            padding="same",
+            use_bias=not params.batch_norm,
+            kernel_initializer=kernel_init(),
+            name=f"conv{index}",
+        )(x)
         if params.batch_norm:
             x = keras.layers.BatchNormalization(name=f"bn{index}")(x)
         x = keras.layers.Activation(params.activation, name=f"act{index}")(x)
@@ -78,12 +90,21 @@ def build_cnn(input_shape: tuple[int, int, int], num_classes: int, params: Model
     else:
         x = keras.layers.Flatten(name="flatten")(x)
     if params.dense:
-        x = keras.layers.Dense(params.dense, activation=params.activation,
-                               kernel_initializer=kernel_init(), name="hidden")(x)
+        x = keras.layers.Dense(
+            params.dense,
+            activation=params.activation,
+            kernel_initializer=kernel_init(),
+            name="hidden",
+        )(x)
     if params.dropout:
         x = keras.layers.Dropout(params.dropout, seed=seed, name="dropout")(x)
-    outputs = keras.layers.Dense(num_classes, activation="softmax", dtype="float32",
-                                 kernel_initializer=kernel_init(), name="classifier")(x)
+    outputs = keras.layers.Dense(
+        num_classes,
+        activation="softmax",
+        dtype="float32",
+        kernel_initializer=kernel_init(),
+        name="classifier",
+    )(x)
     return keras.Model(inputs, outputs, name="gradguard_cnn")
 
 

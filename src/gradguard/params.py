@@ -55,15 +55,27 @@ class DataParams:
     def validate(self) -> None:
         _check(self.source in SOURCES, "data.source", self.source, f"one of {SOURCES}")
         needs_path = self.source in ("npz", "folder")
-        _check(not needs_path or bool(self.path), "data.path", self.path,
-               f"a path when data.source is {self.source!r}")
-        _check(4 <= self.image_size <= 512, "data.image_size", self.image_size,
-               "an integer in [4, 512]")
+        _check(
+            not needs_path or bool(self.path),
+            "data.path",
+            self.path,
+            f"a path when data.source is {self.source!r}",
+        )
+        _check(
+            4 <= self.image_size <= 512,
+            "data.image_size",
+            self.image_size,
+            "an integer in [4, 512]",
+        )
         _fraction("data.val_fraction", self.val_fraction)
         _fraction("data.test_fraction", self.test_fraction)
         total = self.val_fraction + self.test_fraction
-        _check(total < 1, "data.val_fraction+data.test_fraction", round(total, 6),
-               "a sum below 1 so that a training split remains")
+        _check(
+            total < 1,
+            "data.val_fraction+data.test_fraction",
+            round(total, 6),
+            "a sum below 1 so that a training split remains",
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,10 +106,18 @@ class ModelParams:
     dropout: float = 0.0  # dropout before the classifier
 
     def validate(self) -> None:
-        _check(len(self.filters) >= 1 and all(f >= 1 for f in self.filters), "model.filters",
-               list(self.filters), "a non-empty list of positive integers")
-        _check(1 <= self.kernel_size <= 11, "model.kernel_size", self.kernel_size,
-               "an integer in [1, 11]")
+        _check(
+            len(self.filters) >= 1 and all(f >= 1 for f in self.filters),
+            "model.filters",
+            list(self.filters),
+            "a non-empty list of positive integers",
+        )
+        _check(
+            1 <= self.kernel_size <= 11,
+            "model.kernel_size",
+            self.kernel_size,
+            "an integer in [1, 11]",
+        )
         _check(self.dense >= 0, "model.dense", self.dense, "an integer >= 0")
         _check(0 <= self.dropout < 1, "model.dropout", self.dropout, "a fraction in [0, 1)")
 
@@ -115,8 +135,9 @@ class TrainParams:
     mixed_precision: bool = False  # mixed_float16 compute with dynamic loss scaling
 
     def validate(self) -> None:
-        _check(self.optimizer in OPTIMIZERS, "train.optimizer", self.optimizer,
-               f"one of {OPTIMIZERS}")
+        _check(
+            self.optimizer in OPTIMIZERS, "train.optimizer", self.optimizer, f"one of {OPTIMIZERS}"
+        )
         _positive("train.learning_rate", self.learning_rate)
         _check(0 <= self.momentum < 1, "train.momentum", self.momentum, "a number in [0, 1)")
         _check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
@@ -171,26 +192,43 @@ class Params:
         _check(self.clip_mode in modes, "clip_mode", self.clip_mode, f"one of {modes}")
         _positive("clip_norm", self.clip_norm)
         _positive("clip_value", self.clip_value)
-        _check(self.clip_norm is None or self.clip_value is None, "clip_value", self.clip_value,
-               f"null while clip_norm={self.clip_norm} is set (choose one bound)")
+        _check(
+            self.clip_norm is None or self.clip_value is None,
+            "clip_value",
+            self.clip_value,
+            f"null while clip_norm={self.clip_norm} is set (choose one bound)",
+        )
         mode = self.resolved_clip_mode
         if mode in ("norm", "global_norm"):
             _check(self.clip_norm is not None, "clip_norm", None, f"a number > 0 for {mode}")
         if mode == "value":
             _check(self.clip_value is not None, "clip_value", None, "a number > 0 for value")
         _positive("agc_lambda", self.agc_lambda)
-        _check(0 < self.autoclip_percentile <= 100, "autoclip_percentile",
-               self.autoclip_percentile, "a percentile in (0, 100]")
-        _check(self.autoclip_window >= 1, "autoclip_window", self.autoclip_window,
-               "an integer >= 1")
+        _check(
+            0 < self.autoclip_percentile <= 100,
+            "autoclip_percentile",
+            self.autoclip_percentile,
+            "a percentile in (0, 100]",
+        )
+        _check(
+            self.autoclip_window >= 1, "autoclip_window", self.autoclip_window, "an integer >= 1"
+        )
         _positive("zscore_threshold", self.zscore_threshold)
         _fraction("zscore_alpha", self.zscore_alpha)
         _check(self.zscore_warmup >= 1, "zscore_warmup", self.zscore_warmup, "an integer >= 1")
-        _check(self.max_consecutive_skips >= 1, "max_consecutive_skips",
-               self.max_consecutive_skips, "an integer >= 1")
+        _check(
+            self.max_consecutive_skips >= 1,
+            "max_consecutive_skips",
+            self.max_consecutive_skips,
+            "an integer >= 1",
+        )
         _check(self.init in INITIALIZERS, "init", self.init, f"one of {INITIALIZERS}")
-        _check(self.init_scale > 0 and math.isfinite(self.init_scale), "init_scale",
-               self.init_scale, "a finite number > 0")
+        _check(
+            self.init_scale > 0 and math.isfinite(self.init_scale),
+            "init_scale",
+            self.init_scale,
+            "a finite number > 0",
+        )
         for section in (self.data, self.augment, self.model, self.train, self.evaluate):
             section.validate()
 
@@ -217,8 +255,12 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     elif annotation is int:
         _check(isinstance(value, int) and not isinstance(value, bool), key, value, "an integer")
     elif annotation is float:
-        _check(isinstance(value, int | float) and not isinstance(value, bool)
-               and math.isfinite(value), key, value, "a finite number")
+        _check(
+            isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value),
+            key,
+            value,
+            "a finite number",
+        )
         return float(value)
     elif annotation is str:
         _check(isinstance(value, str), key, value, "a string")
@@ -229,8 +271,12 @@ def _build(cls: type, raw: Mapping[str, Any], prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     for key in raw:
-        _check(key in fields, f"{prefix}{key}", raw[key],
-               f"a known key; {prefix or 'top-level '}keys are {sorted(fields)}")
+        _check(
+            key in fields,
+            f"{prefix}{key}",
+            raw[key],
+            f"a known key; {prefix or 'top-level '}keys are {sorted(fields)}",
+        )
     return cls(**{k: _coerce(f"{prefix}{k}", v, hints[k]) for k, v in raw.items()})
 
 

@@ -89,12 +89,15 @@ class SaveResumeState(keras.callbacks.Callback):
         if self.live_dir.is_dir():
             with atomic_path(folder / "live") as tmp:
                 shutil.copytree(self.live_dir, tmp)
-        write_json(folder / _STATE, {
-            "epoch": epoch,
-            "checkpoint_best": _finite_or_none(self.checkpointer.best),
-            "early_stopping_wait": self.early_stopping.wait,
-            "early_stopping_best": _finite_or_none(self.early_stopping.best),
-        })
+        write_json(
+            folder / _STATE,
+            {
+                "epoch": epoch,
+                "checkpoint_best": _finite_or_none(self.checkpointer.best),
+                "early_stopping_wait": self.early_stopping.wait,
+                "early_stopping_best": _finite_or_none(self.early_stopping.best),
+            },
+        )
 
 
 def _finite_or_none(value):
@@ -109,8 +112,7 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     `initial_value_threshold=inf`.
     """
 
-    def __init__(self, *args, initial_wait=0, initial_best=None, initial_weights=None,
-                 **kwargs):
+    def __init__(self, *args, initial_wait=0, initial_best=None, initial_weights=None, **kwargs):
         super().__init__(*args, mode="min", **kwargs)
         self._initial = (initial_wait, initial_best, initial_weights)
 

@@ -55,9 +55,17 @@ class TrainResult:
     wall_time_s: float
 
 
-def fit(params: Params, train: tuple, val: tuple, *, checkpoint: str | Path,
-        resume: ResumeState, live_dir: str | Path, extra_callbacks=(),
-        verbose: int = 2) -> tuple[keras.Model, TrainResult]:
+def fit(
+    params: Params,
+    train: tuple,
+    val: tuple,
+    *,
+    checkpoint: str | Path,
+    resume: ResumeState,
+    live_dir: str | Path,
+    extra_callbacks=(),
+    verbose: int = 2,
+) -> tuple[keras.Model, TrainResult]:
     """Train the CNN the params describe, resuming an interrupted run of the same params.
 
     Args:
@@ -79,35 +87,64 @@ def fit(params: Params, train: tuple, val: tuple, *, checkpoint: str | Path,
     saved = json.loads(state_file.read_text()) if state_file.is_file() else None
     if saved:
         model = resume.load_model()
-        best_weights = (load_model(checkpoint).get_weights()
-                        if Path(checkpoint).is_file() else None)
+        best_weights = load_model(checkpoint).get_weights() if Path(checkpoint).is_file() else None
     else:
         num_classes = int(max(train[1].max(), val[1].max())) + 1
-        model = build_cnn(train[0].shape[1:], num_classes, params.model, params.init,
-                          params.init_scale, params.seed)
-        model.compile(optimizer=build_optimizer(params), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
+        model = build_cnn(
+            train[0].shape[1:],
+            num_classes,
+            params.model,
+            params.init,
+            params.init_scale,
+            params.seed,
+        )
+        model.compile(
+            optimizer=build_optimizer(params),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
         best_weights = None
     guard = model.optimizer
     if isinstance(guard, keras.optimizers.LossScaleOptimizer):
         guard = guard.inner_optimizer
 
     checkpointer = keras.callbacks.ModelCheckpoint(
-        checkpoint, monitor="val_loss", mode="min", save_best_only=True,
-        initial_value_threshold=(saved or {}).get("checkpoint_best") or float("inf"))
+        checkpoint,
+        monitor="val_loss",
+        mode="min",
+        save_best_only=True,
+        initial_value_threshold=(saved or {}).get("checkpoint_best") or float("inf"),
+    )
     early_stopping = ResumableEarlyStopping(
-        monitor="val_loss", patience=params.train.patience, restore_best_weights=True,
+        monitor="val_loss",
+        patience=params.train.patience,
+        restore_best_weights=True,
         initial_wait=(saved or {}).get("early_stopping_wait", 0),
-        initial_best=(saved or {}).get("early_stopping_best"), initial_weights=best_weights)
+        initial_best=(saved or {}).get("early_stopping_best"),
+        initial_weights=best_weights,
+    )
     stats_logger = GradientStatsLogger(guard)
     divergence = DivergenceMonitor(guard)
-    callbacks = [stats_logger, *extra_callbacks, divergence, checkpointer, early_stopping,
-                 SaveResumeState(resume, checkpoint, live_dir, checkpointer, early_stopping)]
+    callbacks = [
+        stats_logger,
+        *extra_callbacks,
+        divergence,
+        checkpointer,
+        early_stopping,
+        SaveResumeState(resume, checkpoint, live_dir, checkpointer, early_stopping),
+    ]
     initial_epoch = saved["epoch"] + 1 if saved else 0
     history = model.fit(
-        train[0], train[1], validation_data=val, batch_size=params.train.batch_size,
-        epochs=params.train.epochs, initial_epoch=initial_epoch, shuffle=True,
-        callbacks=callbacks, verbose=verbose)
+        train[0],
+        train[1],
+        validation_data=val,
+        batch_size=params.train.batch_size,
+        epochs=params.train.epochs,
+        initial_epoch=initial_epoch,
+        shuffle=True,
+        callbacks=callbacks,
+        verbose=verbose,
+    )
 
     stats = read_stats(guard)
     val_losses = history.history.get("val_loss", [])
@@ -115,8 +152,9 @@ def fit(params: Params, train: tuple, val: tuple, *, checkpoint: str | Path,
     best_loss, best_index = min(finite) if finite else (None, None)
     result = TrainResult(
         diverged=divergence.diverged,
-        first_nonfinite_step=(stats["first_nonfinite_step"]
-                              if stats["first_nonfinite_step"] >= 0 else None),
+        first_nonfinite_step=(
+            stats["first_nonfinite_step"] if stats["first_nonfinite_step"] >= 0 else None
+        ),
         diverged_at_step=divergence.step,
         epochs=initial_epoch + len(history.history.get("loss", [])),
         best_epoch=None if best_index is None else initial_epoch + best_index + 1,

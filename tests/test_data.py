@@ -1,0 +1,114 @@
+"""Data sources, their errors, and the stratified split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gradguard.data import DataError, check_labels, load_source, normalise_images, split
+from gradguard.io import fingerprint
+from gradguard.params import DataParams
+
+
+def test_digits_are_resized_scaled_and_labelled():
+    x, y = load_source(DataParams(image_size=16))
+    assert x.shape == (1797, 16, 16, 1) and x.dtype == np.float32
+    assert x.min() >= 0.0 and x.max() <= 1.0
+    assert y.dtype == np.int32 and sorted(set(y.tolist())) == list(range(10))
+
+
+def test_split_is_stratified_disjoint_and_seeded():
+    x = np.arange(100, dtype=np.float32).reshape(100, 1, 1, 1)
+    y = np.repeat(np.arange(4), 25).astype(np.int32)
+    params = DataParams(val_fraction=0.2, test_fraction=0.2)
+    parts = split(x, y, params, seed=3)
+    sizes = {name: len(part[1]) for name, part in parts.items()}
+    assert sizes == {"train": 60, "val": 20, "test": 20}
+    for _, labels in parts.values():  # 25 per class -> 15 / 5 / 5
+        assert np.bincount(labels).tolist() in ([15] * 4, [5] * 4)
+    ids = np.concatenate([part[0].ravel() for part in parts.values()])
+    assert sorted(ids.tolist()) == list(range(100))  # every image exactly once
+    again = split(x, y, params, seed=3)
+    assert fingerprint(*parts["test"]) == fingerprint(*again["test"])
+    assert fingerprint(*split(x, y, params, seed=4)["test"]) != fingerprint(*parts["test"])
+
+
+def test_a_class_too_small_to_split_is_refused():
+    x = np.zeros((32, 4, 4, 1), np.float32)
+    y = np.array([0] * 15 + [1] * 15 + [2] * 2, np.int32)
+    with pytest.raises(DataError, match="class 2 has 2 image"):
+        split(x, y, DataParams(), seed=0)
+
+
+def test_npz_source_reads_uint8_and_converts_rgb(tmp_path):
+    path = tmp_path / "data.npz"
+    x = np.zeros((12, 8, 8, 3), np.uint8)
+    x[:, :, :, 0] = 255  # pure red: luma 0.299
+    np.savez(path, x=x, y=np.arange(12) % 3)
+    images, labels = load_source(DataParams(source="npz", path=str(path), image_size=8))
+    assert images.shape == (12, 8, 8, 1)
+    np.testing.assert_allclose(images, 0.299, rtol=1e-5)
+    assert labels.tolist() == (np.arange(12) % 3).tolist()
+
+
+@pytest.mark.parametrize(
+    ("arrays", "fragment"),
+    [
+        ({"x": np.zeros((4, 8, 8))}, "missing array(s) ['y']"),
+        ({"x": np.zeros((4, 8)), "y": np.zeros(4, int)}, "x has shape (4, 8); expected"),
+        ({"x": np.array([["a"] * 8] * 8)[None].repeat(4, 0), "y": np.zeros(4, int)}, "dtype <U1"),
+        ({"x": np.full((4, 8, 8), np.nan), "y": np.zeros(4, int)}, "x holds 256 NaN or Inf pixel"),
+        ({"x": np.full((4, 8, 8), 2.0), "y": np.zeros(4, int)}, "expected [0, 1]"),
+        ({"x": np.zeros((4, 8, 8)), "y": np.array([0, 1, 3, 3])}, "classes [2] have no images"),
+        ({"x": np.zeros((4, 8, 8)), "y": np.array([0, -1, 1, 1])}, "label -1 is out of range"),
+        ({"x": np.zeros((4, 8, 8)), "y": np.zeros(3, int)}, "y has shape (3,); expected (4,)"),
+        ({"x": np.zeros((4, 8, 8)), "y": np.zeros(4)}, "y has dtype float64"),
+    ],
+)
+def test_bad_npz_files_get_one_clear_line(tmp_path, arrays, fragment):
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(DataError) as error:
+        load_source(DataParams(source="npz", path=str(path)))
+    assert fragment in str(error.value) and "\n" not in str(error.value)
+
+
+def test_missing_and_pickled_npz_files_are_refused(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        load_source(DataParams(source="npz", path=str(tmp_path / "none.npz")))
+    pickled = tmp_path / "objects.npz"
+    np.savez(pickled, x=np.array([{"a": 1}], dtype=object), y=np.zeros(1, int))
+    with pytest.raises(DataError, match="plain arrays"):
+        load_source(DataParams(source="npz", path=str(pickled)))
+
+
+def test_image_folder_source_reads_one_class_per_subfolder(tmp_path):
+    for label, shade in (("cat", 0), ("dog", 255)):
+        (tmp_path / label).mkdir()
+        for i in range(3):
+            Image.new("RGB", (20, 10), (shade, shade, shade)).save(tmp_path / label / f"{i}.png")
+    x, y = load_source(DataParams(source="folder", path=str(tmp_path), image_size=6))
+    assert x.shape == (6, 6, 6, 1)
+    assert y.tolist() == [0, 0, 0, 1, 1, 1]  # sorted folder names: cat=0, dog=1
+    np.testing.assert_allclose(x[y == 1], 1.0)
+    np.testing.assert_allclose(x[y == 0], 0.0)
+
+
+def test_image_folder_errors(tmp_path):
+    with pytest.raises(DataError, match="folder not found"):
+        load_source(DataParams(source="folder", path=str(tmp_path / "nope")))
+    (tmp_path / "only").mkdir()
+    with pytest.raises(DataError, match="found 1 class folder"):
+        load_source(DataParams(source="folder", path=str(tmp_path)))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "broken.png").write_bytes(b"not a png")
+    (tmp_path / "only" / "ok.png").write_bytes(b"")
+    with pytest.raises(DataError, match="not a readable image"):
+        load_source(DataParams(source="folder", path=str(tmp_path)))
+
+
+def test_helpers_accept_good_arrays_unchanged():
+    x = normalise_images(np.full((2, 3, 3, 1), 0.5, np.float32), "x")
+    assert x.shape == (2, 3, 3, 1) and float(x.max()) == 0.5
+    assert check_labels(np.array([1, 0]), 2, "y").tolist() == [1, 0]

@@ -1,0 +1,71 @@
+"""Initialisers scaled by init_scale, the CNN builder, the optimizer builder."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from gradguard import GradientGuard
+from gradguard.models import build_cnn, build_initializer, build_optimizer
+from gradguard.params import ModelParams, parse_params
+
+
+@pytest.mark.parametrize(
+    ("name", "std"),
+    [
+        # fan_in = 400, fan_out = 300 for a (400, 300) kernel.
+        ("he_normal", np.sqrt(2 / 400)),
+        ("he_uniform", np.sqrt(2 / 400)),
+        ("lecun_normal", np.sqrt(1 / 400)),
+        ("glorot_normal", np.sqrt(2 / 700)),
+        ("glorot_uniform", np.sqrt(2 / 700)),
+        (
+            "orthogonal",
+            np.sqrt(1 / 300),
+        ),  # orthonormal columns of a 400x300 matrix: var 1/400..1/300
+    ],
+)
+@pytest.mark.parametrize("scale", [1.0, 3.0])
+def test_init_scale_multiplies_the_standard_deviation(name, std, scale):
+    values = keras.ops.convert_to_numpy(build_initializer(name, scale, seed=1)((400, 300)))
+    tolerance = 0.15 if name == "orthogonal" else 0.03
+    assert values.std() == pytest.approx(scale * std, rel=tolerance)
+
+
+def test_unknown_initialiser_is_refused():
+    with pytest.raises(ValueError, match="init='zeros'"):
+        build_initializer("zeros")
+
+
+def test_the_seed_articles_network_from_params_alone():
+    # Conv2D 32 -> GlobalAveragePooling2D -> Dense 64 -> Dense 10 on 28x28x1:
+    # conv 3*3*1*32 + 32 = 320; dense 32*64 + 64 = 2112; classifier 64*10 + 10 = 650.
+    params = ModelParams(filters=(32,), pooling="none", head="global_avg", dense=64)
+    model = build_cnn((28, 28, 1), 10, params)
+    assert model.count_params() == 320 + 2112 + 650
+    assert [type(layer).__name__ for layer in model.layers] == [
+        "InputLayer",
+        "Conv2D",
+        "Activation",
+        "GlobalAveragePooling2D",
+        "Dense",
+        "Dense",
+    ]
+
+
+def test_cnn_pools_only_while_the_map_is_at_least_two_wide():
+    model = build_cnn((8, 8, 1), 3, ModelParams(filters=(2,) * 5, dense=0, batch_norm=True))
+    pools = [layer for layer in model.layers if "pool" in layer.name]
+    assert len(pools) == 3  # 8 -> 4 -> 2 -> 1, then no more
+    assert model.output_shape == (None, 3)
+
+
+def test_build_optimizer_wraps_the_named_optimizer_with_the_params_mode():
+    guard = build_optimizer(
+        parse_params({"clip_norm": 1.0, "train": {"optimizer": "momentum", "learning_rate": 0.05}})
+    )
+    assert isinstance(guard, GradientGuard) and guard.mode == "global_norm"
+    assert isinstance(guard.inner_optimizer, keras.optimizers.SGD)
+    assert guard.inner_optimizer.momentum == 0.9
+    assert float(guard.learning_rate.numpy()) == pytest.approx(0.05)

@@ -1,0 +1,119 @@
+"""Each stage's main on tiny params in a temporary folder; bad input stops a stage cleanly."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from stages import augment, evaluate, prepare, train
+
+
+def run_pipeline(tmp_path, params_file):
+    p = str(params_file)
+    d = tmp_path
+    assert prepare.main_cli(["--params", p, "--out", str(d / "prepared")]) == 0
+    assert (
+        augment.main_cli(
+            ["--params", p, "--prepared", str(d / "prepared"), "--out", str(d / "augmented")]
+        )
+        == 0
+    )
+    assert (
+        train.main_cli(
+            [
+                "--params",
+                p,
+                "--prepared",
+                str(d / "prepared"),
+                "--augmented",
+                str(d / "augmented"),
+                "--model",
+                str(d / "models" / "best.keras"),
+                "--live",
+                str(d / "live"),
+                "--resume-dir",
+                str(d / "resume"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        evaluate.main_cli(
+            [
+                "--params",
+                p,
+                "--prepared",
+                str(d / "prepared"),
+                "--model",
+                str(d / "models" / "best.keras"),
+                "--live",
+                str(d / "live"),
+                "--out",
+                str(d / "eval.json"),
+                "--plots",
+                str(d / "plots"),
+            ]
+        )
+        == 0
+    )
+    return json.loads((d / "eval.json").read_text())
+
+
+def test_the_four_stages_on_tiny_params(tmp_path, tiny_params_file):
+    scores = run_pipeline(tmp_path, tiny_params_file)
+    stats = json.loads((tmp_path / "prepared" / "stats.json").read_text())
+    assert stats["num_classes"] == 10 and sum(map(sum, stats["counts"].values())) == 1797
+    with np.load(tmp_path / "augmented" / "train.npz", allow_pickle=False) as data:
+        assert len(data["y"]) == 2 * sum(stats["counts"]["train"])  # copies: 1
+    assert scores["diverged"] is False and 0.0 <= scores["accuracy"] <= 1.0
+    assert scores["accuracy"] > 0.3  # 2 epochs of a 4-filter CNN beat chance (0.1) easily
+    assert set(scores["per_class_accuracy"]) == {str(k) for k in range(10)}
+    assert 0.9 < scores["baseline"]["accuracy"] <= 1.0  # an SVC on 12x12 digits
+    summary = json.loads((tmp_path / "live" / "metrics.json").read_text())
+    assert summary["run"]["epochs"] == 2 and summary["step"] == 1
+    for curve in ("train/loss", "eval/loss", "train/grad_norm_max", "train/clip_fraction"):
+        assert (tmp_path / "live" / "plots" / "metrics" / f"{curve}.tsv").is_file()
+    confusion = json.loads((tmp_path / "plots" / "confusion.json").read_text())["confusion"]
+    assert len(confusion) == scores["test_images"]
+    assert (tmp_path / "plots" / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "resume").exists()  # resume state deleted on success
+
+
+def test_a_diverged_run_is_a_result_not_a_crash(tmp_path):
+    params = {
+        "seed": 1,
+        "data": {"image_size": 12},
+        "augment": {"copies": 0},
+        "init_scale": 1e4,
+        "skip_nonfinite": False,
+        "model": {"filters": [4, 4, 4], "pooling": "none", "dense": 8},
+        "train": {"optimizer": "sgd", "learning_rate": 10.0, "epochs": 3, "batch_size": 64},
+    }
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params))
+    scores = run_pipeline(tmp_path, params_file)
+    assert scores["diverged"] is True
+    assert scores["first_nonfinite_step"] is not None
+    summary = json.loads((tmp_path / "live" / "metrics.json").read_text())["run"]
+    assert summary["diverged"] is True and summary["epochs"] == 1  # stopped in epoch 1
+
+
+@pytest.mark.parametrize(
+    ("params", "fragment"),
+    [
+        ({"clip_nrom": 1.0}, "clip_nrom=1.0 is invalid"),
+        ({"data": {"source": "npz", "path": "missing.npz"}}, "missing.npz: file not found"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, params, fragment):
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params))
+    out = tmp_path / "prepared"
+    assert prepare.main_cli(["--params", str(params_file), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and len(err.splitlines()) == 1
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]  # no temporary left over
