@@ -11,6 +11,15 @@ import numpy as np
 import pytest
 import yaml
 
+if keras.backend.backend() == "tensorflow":
+    # Two logical CPUs for the MirroredStrategy tests; must precede any TensorFlow op.
+    import tensorflow as tf
+
+    _cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+    )
+
 TINY_PARAMS = {
     "seed": 7,
     "augment": {"copies": 1, "rotation": 8.0, "shift": 0.05, "zoom": 0.05},

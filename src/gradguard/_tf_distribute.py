@@ -12,8 +12,23 @@ takes the same branch.
 
 from __future__ import annotations
 
+import contextlib
+
 import tensorflow as tf
 from keras import ops
+
+
+def strategy_scope(distribute: str, devices: list[str] | None = None):
+    """The scope to build and compile a model in for `train.distribute`.
+
+    Args:
+        distribute: "none" (the default strategy) or "mirrored"
+            (`tf.distribute.MirroredStrategy`: all visible GPUs, else the CPU).
+        devices: explicit devices for "mirrored" (tests use two logical CPUs).
+    """
+    if distribute == "none":
+        return contextlib.nullcontext()
+    return tf.distribute.MirroredStrategy(devices).scope()
 
 
 def apply(guard, grads: list, trainable_variables: list) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -27,6 +28,36 @@ def configure_determinism(seed: int) -> None:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
+
+
+@contextlib.contextmanager
+def training_context(distribute: str, mixed_precision: bool):
+    """Build and compile inside this: the distribution scope and the dtype policy.
+
+    The global dtype policy is restored on exit; the model keeps the policy it
+    was built with.
+
+    Raises:
+        ValueError: `distribute="mirrored"` on a backend other than TensorFlow.
+    """
+    if distribute != "none" and keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            f"train.distribute={distribute!r} needs the TensorFlow backend; "
+            f"this is {keras.backend.backend()!r}"
+        )
+    previous = keras.config.dtype_policy()
+    if mixed_precision:
+        keras.config.set_dtype_policy("mixed_float16")
+    try:
+        if distribute == "none":
+            yield
+        else:
+            from gradguard._tf_distribute import strategy_scope
+
+            with strategy_scope(distribute):
+                yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def run_fingerprint(params: Params, *arrays: np.ndarray) -> str:

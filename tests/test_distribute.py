@@ -1,0 +1,131 @@
+"""GradientGuard under tf.distribute.MirroredStrategy and mixed precision (TensorFlow only)."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from gradguard import GradientGuard
+from gradguard.callbacks import read_stats
+from tests.conftest import tensorflow_only
+
+pytestmark = tensorflow_only
+DEVICES = ["/cpu:0", "/cpu:1"]
+MODES = {
+    "none": {},
+    "value": {"clip_value": 0.05},
+    "norm": {"clip_norm": 0.3},
+    "global_norm": {"clip_norm": 0.3},
+    "agc": {"agc_lambda": 0.01, "agc_exclude_last": False},
+    "autoclip": {"autoclip_percentile": 50.0},
+    "zscore": {"zscore_warmup": 2, "zscore_threshold": 0.5},
+}
+
+
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 3)).astype("float32")
+    # The first half (replica 0's shard of each global batch of 8) has large targets,
+    # so the replicas' local gradients differ: per-replica clipping gives another answer.
+    y = np.where(np.arange(32)[:, None] % 8 < 4, 5.0, 0.5) * rng.normal(size=(32, 2))
+    # Later batches have larger targets, so the gradient norm grows and ZClip sees spikes.
+    y *= 1.0 + (np.arange(32)[:, None] // 8)
+    return x, y.astype("float32")
+
+
+def train(optimizer_factory, strategy=None, x=None, y=None, steps=4):
+    """Weights after `steps` SGD steps of a 3->4->2 MLP with fixed initial weights."""
+    import tensorflow as tf
+
+    x, y = (x, y) if x is not None else data()
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = keras.Sequential(
+            [
+                keras.Input((3,)),
+                keras.layers.Dense(
+                    4,
+                    activation="tanh",
+                    kernel_initializer=keras.initializers.RandomNormal(seed=1),
+                    bias_initializer="ones",
+                ),
+                keras.layers.Dense(2, kernel_initializer=keras.initializers.RandomNormal(seed=2)),
+            ]
+        )
+        optimizer = optimizer_factory()
+        model.compile(optimizer=optimizer, loss="mse")
+    model.fit(x, y, batch_size=8, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)
+    return [w.numpy() for w in model.weights], optimizer
+
+
+def mirrored():
+    import tensorflow as tf
+
+    strategy = tf.distribute.MirroredStrategy(DEVICES)
+    assert strategy.num_replicas_in_sync == 2
+    return strategy
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_two_replicas_match_one_device_for_every_mode(mode):
+    def make():
+        return GradientGuard(keras.optimizers.SGD(0.1), mode=mode, **MODES[mode])
+
+    one, guard_one = train(make)
+    two, guard_two = train(make, mirrored())
+    for a, b in zip(one, two, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    stats_one, stats_two = read_stats(guard_one), read_stats(guard_two)
+    assert stats_two["pre_clip_norm"] == pytest.approx(stats_one["pre_clip_norm"], rel=1e-5)
+    assert stats_two["clipped_steps"] == stats_one["clipped_steps"]
+    if mode not in ("none", "autoclip"):
+        assert stats_one["clipped_steps"] > 0  # the comparison exercised clipping
+
+
+def test_keras_global_clipnorm_clips_per_replica_and_so_differs():
+    # The bug GradientGuard avoids: Keras clips each replica's local gradient.
+    def make():
+        return keras.optimizers.SGD(0.1, global_clipnorm=0.3)
+
+    one, _ = train(make)
+    two, _ = train(make, mirrored())
+    assert max(float(np.abs(a - b).max()) for a, b in zip(one, two, strict=True)) > 1e-3
+
+
+def test_skip_decision_agrees_across_replicas():
+    x, y = data()
+    x[9] = np.nan  # replica 1's shard of the second global batch only
+
+    def make():
+        return GradientGuard(keras.optimizers.SGD(0.1), mode="global_norm", clip_norm=0.3)
+
+    one, guard_one = train(make, x=x, y=y)
+    two, guard_two = train(make, mirrored(), x=x, y=y)
+    assert read_stats(guard_one)["skipped_steps"] == read_stats(guard_two)["skipped_steps"] == 1
+    for a, b in zip(one, two, strict=True):
+        assert np.isfinite(b).all()
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_mixed_precision_clips_the_unscaled_gradient():
+    weights = keras.Variable(np.zeros(2, "float32"))
+    guard = GradientGuard(keras.optimizers.SGD(1.0), mode="global_norm", clip_norm=1.0)
+    scaler = keras.optimizers.LossScaleOptimizer(guard, initial_scale=1024.0)
+    scaled = keras.ops.convert_to_tensor(np.array([3.0, 4.0], "float32") * 1024.0)
+    scaler.apply([scaled], [weights])
+    np.testing.assert_allclose(weights.numpy(), [-0.6, -0.8], rtol=1e-6)
+    assert read_stats(guard)["pre_clip_norm"] == pytest.approx(5.0)  # not 5 * 1024
+
+
+def test_mixed_float16_fit_reports_unscaled_norms():
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        _, optimizer = train(
+            lambda: GradientGuard(keras.optimizers.SGD(0.01), mode="global_norm", clip_norm=1.0)
+        )
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert isinstance(optimizer, GradientGuard)
+    # Keras wrapped the guard in a LossScaleOptimizer at compile time (scale 2**15).
+    norm = read_stats(optimizer)["pre_clip_norm"]
+    assert 0.0 < norm < 1e4  # the loss scale, 32768, would put it far above
