@@ -6,7 +6,6 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from gradguard.evaluation import finite_or_none
 from gradguard.io import atomic_path, load_arrays
 from gradguard.resume import ResumeState
 from gradguard.training import configure_determinism, fit, run_fingerprint
@@ -35,11 +34,7 @@ def main(args, params) -> None:
         if not Path(args.model).is_file():  # no finite val_loss ever: keep what there is
             with atomic_path(args.model) as tmp:
                 model.save(tmp)
-        summary = {
-            k: finite_or_none(v) if isinstance(v, float) else v
-            for k, v in dataclasses.asdict(result).items()
-        }
-        live.summary["run"] = summary
+        live.summary["run"] = dataclasses.asdict(result)
     resume.clear()
     verdict = f"DIVERGED at step {result.diverged_at_step}" if result.diverged else "finished"
     print(

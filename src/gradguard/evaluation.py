@@ -8,12 +8,6 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 
-def finite_or_none(value: float) -> float | None:
-    """A float for JSON, or None where it is NaN or Inf (JSON has no NaN)."""
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray) -> dict:
     """Test metrics of predicted class probabilities.
 
@@ -22,7 +16,8 @@ def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray) -> dic
         probabilities: (N, K) softmax outputs.
 
     Returns:
-        `accuracy`, `loss` (mean cross-entropy, None if not finite), `f1_macro`,
+        `accuracy`, `loss` (mean cross-entropy; NaN for a diverged model, which
+        the metrics gate always fails), `f1_macro`,
         `per_class_accuracy` (recall of each class, keyed by class) and
         `confusion` (K x K, rows are true classes). Rows with a non-finite
         probability count as wrong, so a diverged model scores what it earns.
@@ -41,7 +36,7 @@ def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray) -> dic
     per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
     return {
         "accuracy": float(np.mean(predicted == y_true)),
-        "loss": finite_or_none(loss),
+        "loss": loss,
         "f1_macro": float(
             f1_score(y_true, predicted, labels=labels, average="macro", zero_division=0)
         ),

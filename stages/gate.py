@@ -1,0 +1,63 @@
+"""gate: fail when the workspace's metrics regress against a baseline git revision.
+
+Exit 0 when every rule holds, 1 with one line per broken rule, 2 for usage
+errors (unknown revision, metric missing on one side, non-numeric value).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from gradguard.gate import GateUsageError, check, markdown, parse_rules
+from gradguard.io import atomic_path
+
+
+def metrics_diff(baseline: str) -> dict:
+    """`dvc metrics diff --json --all <baseline>`, parsed. Raises GateUsageError if DVC fails."""
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", "metrics", "diff", "--json", "--all", baseline],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        detail = " ".join((done.stderr or done.stdout).split())
+        raise GateUsageError(f"dvc metrics diff {baseline} failed: {detail}")
+    return json.loads(done.stdout or "{}")
+
+
+def main_cli(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cli.add_argument("--baseline", default="main", help="git revision to compare against")
+    cli.add_argument("--rules", default="gate.yaml", help="the rules file")
+    cli.add_argument("--md", help="also write the markdown report to this file")
+    args = cli.parse_args(argv)
+    try:
+        rules_file = Path(args.rules)
+        if not rules_file.is_file():
+            raise GateUsageError(f"{rules_file}: rules file not found")
+        rules = parse_rules(yaml.safe_load(rules_file.read_text(encoding="utf-8")))
+        verdicts = check(metrics_diff(args.baseline), rules)
+    except GateUsageError as error:
+        print(f"gate: error: {error}", file=sys.stderr)
+        return 2
+    report = markdown(verdicts, args.baseline)
+    print(report)
+    if args.md:
+        with atomic_path(args.md) as tmp:
+            tmp.write_text(report, encoding="utf-8")
+    broken = [v for v in verdicts if not v.ok]
+    for verdict in broken:
+        print(f"gate: FAIL {verdict.reason}", file=sys.stderr)
+    return 1 if broken else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main_cli())

@@ -1,0 +1,148 @@
+"""The metrics gate: synthetic comparisons, and one run against a real git + DVC repository."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from gradguard.gate import GateUsageError, Rule, check, judge, markdown, parse_rules
+from stages import gate as gate_stage
+
+ACCURACY = Rule("m.json:accuracy", "higher", abs_tol=0.005)
+
+
+def diff(**metrics):
+    """`dvc metrics diff --json --all` shape for one file, m.json: key -> (old, new)."""
+    return {"m.json": {k: {"old": old, "new": new} for k, (old, new) in metrics.items()}}
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "ok"),
+    [
+        (0.90, 0.95, True),  # improvement
+        (0.90, 0.896, True),  # worse by 0.004, inside 0.005
+        (0.90, 0.895, True),  # exactly on the tolerance
+        (0.90, 0.894, False),  # worse by 0.006
+    ],
+)
+def test_absolute_tolerance_on_a_higher_is_better_metric(old, new, ok):
+    assert judge(ACCURACY, old, new).ok is ok
+
+
+def test_relative_tolerance_on_a_lower_is_better_metric():
+    rule = Rule("m.json:grad", "lower", rel_tol=9.0)  # may grow up to 10x
+    assert judge(rule, 2.0, 20.0).ok
+    assert not judge(rule, 2.0, 20.1).ok
+    assert judge(rule, 2.0, 0.5).ok
+    assert "may not grow beyond 10x" in judge(rule, 2.0, 30.0).reason
+
+
+def test_relative_versus_absolute_on_the_same_numbers():
+    # accuracy 0.80 -> 0.79: worse by 0.01 = 1.25 % of 0.80.
+    assert not judge(Rule("m.json:a", "higher", abs_tol=0.005), 0.80, 0.79).ok
+    assert judge(Rule("m.json:a", "higher", rel_tol=0.02), 0.80, 0.79).ok
+    assert not judge(Rule("m.json:a", "higher", rel_tol=0.01), 0.80, 0.79).ok
+
+
+def test_nan_always_fails_even_where_the_direction_would_not_care():
+    assert not judge(ACCURACY, 0.9, math.nan).ok
+    assert not judge(ACCURACY, math.nan, 0.9).ok
+    assert not judge(Rule("m.json:loss", "lower", rel_tol=100.0), 0.1, math.nan).ok
+    assert not judge(Rule("m.json:loss", "lower", abs_tol=1.0), 0.1, math.inf).ok
+
+
+def test_equal_rules_with_and_without_expect():
+    stay_false = Rule("m.json:diverged", "equal", expect=False)
+    assert judge(stay_false, False, False).ok
+    assert not judge(stay_false, False, True).ok
+    assert not judge(stay_false, True, True).ok  # expect wins over the baseline
+    assert judge(Rule("m.json:n", "equal"), 270, 270).ok
+
+
+def test_missing_and_non_numeric_metrics_are_usage_errors():
+    with pytest.raises(GateUsageError, match=r"m\.json:accuracy: not in either"):
+        check({"m.json": {}}, [ACCURACY])
+    with pytest.raises(GateUsageError, match="missing in the baseline"):
+        check({"m.json": {"accuracy": {"new": 0.9}}}, [ACCURACY])
+    with pytest.raises(GateUsageError, match="missing in the workspace"):
+        check({"m.json": {"accuracy": {"old": 0.9}}}, [ACCURACY])
+    with pytest.raises(GateUsageError, match="'high' is not a number"):
+        check(diff(accuracy=(0.9, "high")), [ACCURACY])
+
+
+def test_report_has_a_row_per_rule_and_marks_failures():
+    verdicts = check(
+        diff(accuracy=(0.9, 0.8), diverged=(False, False)),
+        [ACCURACY, Rule("m.json:diverged", "equal", expect=False)],
+    )
+    report = markdown(verdicts, "main")
+    assert (
+        "| `m.json:accuracy` | 0.9 | 0.8 | -0.1 | may not fall by more than 0.005 | **FAIL** |"
+        in report
+    )
+    assert "| `m.json:diverged` | false | false |  | must be false | pass |" in report
+    assert "Rules holding: 1 of 2." in report
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        ({}, "non-empty list under 'rules:'"),
+        ({"rules": [{"metric": "accuracy", "direction": "higher"}]}, "'<file>:<key>'"),
+        ({"rules": [{"metric": "m.json:a", "direction": "up"}]}, "direction='up'"),
+        ({"rules": [{"metric": "m.json:a", "direction": "higher", "abs_tol": -1}]}, "abs_tol=-1"),
+        ({"rules": [{"metric": "m.json:a", "direction": "higher", "tol": 1}]}, "unknown field"),
+    ],
+)
+def test_bad_rules_name_what_is_wrong(raw, fragment):
+    with pytest.raises(GateUsageError, match=re.escape(fragment)):
+        parse_rules(raw)
+
+
+def test_the_repository_rules_parse():
+    with open("gate.yaml", encoding="utf-8") as handle:
+        assert len(parse_rules(yaml.safe_load(handle))) >= 4
+
+
+def run(*args, cwd):
+    subprocess.run(args, cwd=cwd, check=True, capture_output=True)
+
+
+def test_gate_in_a_git_repository_fails_a_regression_then_passes_the_restore(
+    tmp_path, monkeypatch, capsys
+):
+    run("git", "init", "-q", "-b", "main", cwd=tmp_path)
+    run(sys.executable, "-m", "dvc", "init", "-q", cwd=tmp_path)
+    (tmp_path / "dvc.yaml").write_text("metrics:\n  - eval.json\n")
+    (tmp_path / "gate.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "rules": [
+                    {"metric": "eval.json:accuracy", "direction": "higher", "abs_tol": 0.005},
+                    {"metric": "eval.json:diverged", "direction": "equal", "expect": False},
+                ]
+            }
+        )
+    )
+    good = {"accuracy": 0.95, "diverged": False}
+    (tmp_path / "eval.json").write_text(json.dumps(good))
+    run("git", "add", "-A", cwd=tmp_path)
+    run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "base", cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)
+
+    (tmp_path / "eval.json").write_text(json.dumps({"accuracy": 0.90, "diverged": True}))
+    assert gate_stage.main_cli(["--baseline", "main", "--md", "report.md"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("gate: FAIL") for line in err)
+    assert "**FAIL**" in (tmp_path / "report.md").read_text()
+
+    (tmp_path / "eval.json").write_text(json.dumps(good))
+    assert gate_stage.main_cli(["--baseline", "main"]) == 0
+    assert gate_stage.main_cli(["--baseline", "no-such-rev"]) == 2
+    assert "unknown Git revision" in capsys.readouterr().err
