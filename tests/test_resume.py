@@ -1,0 +1,101 @@
+"""An interrupted training run resumes from its last completed epoch."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import keras
+import pytest
+from dvclive import Live
+from dvclive.keras import DVCLiveCallback
+
+from gradguard.data import load_digits, split
+from gradguard.params import parse_params
+from gradguard.resume import ResumeState
+from gradguard.training import configure_determinism, fit, run_fingerprint
+
+
+class Interrupt(keras.callbacks.Callback):
+    """Raises KeyboardInterrupt as epoch `at` begins (as Ctrl-C would)."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.at = at
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at:
+            raise KeyboardInterrupt
+
+
+def steps_logged(live_dir):
+    with open(live_dir / "plots" / "metrics" / "train" / "loss.tsv", newline="") as handle:
+        return [int(row["step"]) for row in csv.DictReader(handle, delimiter="\t")]
+
+
+def run(params, train, val, tmp_path, interrupt_at=None):
+    configure_determinism(params.seed)
+    resume = ResumeState(tmp_path / "resume", run_fingerprint(params, *train, *val))
+    checkpoint, live_dir = tmp_path / "best.keras", tmp_path / "live"
+    resumed = resume.restore(checkpoint, live_dir) is not None
+    with Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, resume=resumed) as live:
+        extra = [DVCLiveCallback(live=live)]
+        if interrupt_at is not None:
+            extra.append(Interrupt(interrupt_at))
+        _, result = fit(
+            params,
+            train,
+            val,
+            checkpoint=checkpoint,
+            resume=resume,
+            live_dir=live_dir,
+            extra_callbacks=extra,
+            verbose=0,
+        )
+    resume.clear()
+    return result
+
+
+@pytest.fixture
+def small():
+    x, y = load_digits()
+    params = parse_params(
+        {
+            "seed": 3,
+            "model": {"filters": [4], "dense": 8, "dropout": 0.0},
+            "train": {"epochs": 4, "patience": 4, "batch_size": 128},
+        }
+    )
+    parts = split(x[..., None], y.astype("int32"), params.data, params.seed)
+    return params, parts["train"], parts["val"]
+
+
+def test_interrupted_run_resumes_from_the_last_completed_epoch(small, tmp_path):
+    params, train, val = small
+    with pytest.raises(KeyboardInterrupt):
+        run(params, train, val, tmp_path, interrupt_at=2)
+    state = json.loads(next((tmp_path / "resume").glob("*/state.json")).read_text())
+    assert state["epoch"] == 1  # epochs 0 and 1 completed
+    assert steps_logged(tmp_path / "live") == [0, 1]
+
+    result = run(params, train, val, tmp_path)
+    assert result.resumed_from_epoch == 2
+    assert result.epochs == 4
+    assert steps_logged(tmp_path / "live") == [0, 1, 2, 3]  # DVCLive's step continued
+    assert not (tmp_path / "resume").exists()  # deleted once training completed
+
+
+def test_other_params_never_resume_another_runs_state(small, tmp_path):
+    params, train, val = small
+    with pytest.raises(KeyboardInterrupt):
+        run(params, train, val, tmp_path, interrupt_at=1)
+    other = parse_params(
+        {
+            **{"seed": 3, "clip_norm": 1.0},
+            "model": {"filters": [4], "dense": 8, "dropout": 0.0},
+            "train": {"epochs": 2, "patience": 4, "batch_size": 128},
+        }
+    )
+    assert run_fingerprint(other, *train, *val) != run_fingerprint(params, *train, *val)
+    result = run(other, train, val, tmp_path)
+    assert result.resumed_from_epoch is None and result.epochs == 2
