@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from stages import augment, evaluate, prepare, train
+from tests.conftest import TINY_PARAMS, tensorflow_only
 
 
 def run_pipeline(tmp_path, params_file):
@@ -117,3 +118,21 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, pa
     assert fragment in err and len(err.splitlines()) == 1
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]  # no temporary left over
+
+
+@tensorflow_only
+def test_train_stage_with_mirrored_strategy_and_mixed_precision(tmp_path):
+    import tensorflow as tf
+
+    assert len(tf.config.list_logical_devices("CPU")) == 2  # conftest: two replicas
+    params = {
+        **TINY_PARAMS,
+        "clip_norm": 1.0,
+        "train": {**TINY_PARAMS["train"], "distribute": "mirrored", "mixed_precision": True},
+    }
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params))
+    scores = run_pipeline(tmp_path, params_file)
+    assert scores["diverged"] is False and scores["accuracy"] > 0.1
+    summary = json.loads((tmp_path / "live" / "metrics.json").read_text())["run"]
+    assert 0.0 < summary["max_grad_norm"] < 1e3  # unscaled: the loss scale is 32768

@@ -23,11 +23,16 @@ def strategy_scope(distribute: str, devices: list[str] | None = None):
 
     Args:
         distribute: "none" (the default strategy) or "mirrored"
-            (`tf.distribute.MirroredStrategy`: all visible GPUs, else the CPU).
-        devices: explicit devices for "mirrored" (tests use two logical CPUs).
+            (`tf.distribute.MirroredStrategy` over all visible GPUs; without a
+            GPU, over every logical CPU device: one on a plain machine, two in
+            the tests, which split the CPU into two logical devices).
+        devices: explicit devices for "mirrored"; None picks as above.
     """
     if distribute == "none":
         return contextlib.nullcontext()
+    if devices is None:
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in gpus or tf.config.list_logical_devices("CPU")]
     return tf.distribute.MirroredStrategy(devices).scope()
 
 
