@@ -112,3 +112,22 @@ def test_helpers_accept_good_arrays_unchanged():
     x = normalise_images(np.full((2, 3, 3, 1), 0.5, np.float32), "x")
     assert x.shape == (2, 3, 3, 1) and float(x.max()) == 0.5
     assert check_labels(np.array([1, 0]), 2, "y").tolist() == [1, 0]
+
+
+def test_atomic_outputs_replace_on_success_and_keep_the_old_on_failure(tmp_path):
+    from gradguard.io import atomic_path
+
+    target = tmp_path / "out"
+    with atomic_path(target) as folder:
+        folder.mkdir()
+        (folder / "a.txt").write_text("first")
+    with pytest.raises(RuntimeError), atomic_path(target) as folder:
+        folder.mkdir()
+        (folder / "a.txt").write_text("half")
+        raise RuntimeError("stage failed")
+    assert (target / "a.txt").read_text() == "first"
+    with atomic_path(target) as folder:
+        folder.mkdir()
+        (folder / "b.txt").write_text("second")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporaries left

@@ -35,10 +35,16 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     staged = tmp / (target.name + suffix)
     try:
         yield staged
+        old = None
         if target.is_dir() and not target.is_symlink():
             old = tmp / "old"
             target.rename(old)  # a folder cannot be replaced over a non-empty one
-        os.replace(staged, target)
+        try:
+            os.replace(staged, target)
+        except BaseException:
+            if old is not None:
+                old.rename(target)  # put the previous output back
+            raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
