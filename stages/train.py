@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from pathlib import Path
 
@@ -10,6 +11,23 @@ from gradguard.io import atomic_path, load_arrays
 from gradguard.resume import ResumeState
 from gradguard.training import configure_determinism, fit, run_fingerprint
 from stages import common
+
+
+def append_step_log(live_dir: str, rows) -> None:
+    """Append per-step norms to <live>/plots/steps/ (one TSV per line of the DVC plot)."""
+    folder = Path(live_dir) / "plots" / "steps"
+    folder.mkdir(parents=True, exist_ok=True)
+    columns = {"pre_clip_norm": 1, "post_clip_norm": 2, "clip_threshold": 3}
+    for name, index in columns.items():
+        file = folder / f"{name}.tsv"
+        new = not file.exists()
+        with open(file, "a", encoding="utf-8") as handle:
+            if new:
+                handle.write(f"step\t{name}\n")
+            # Vega cannot draw Inf or NaN: "no bound" and non-finite steps are left out.
+            handle.writelines(
+                f"{row[0]}\t{row[index]:.6g}\n" for row in rows if math.isfinite(row[index])
+            )
 
 
 def main(args, params) -> None:
@@ -30,6 +48,7 @@ def main(args, params) -> None:
             resume=resume,
             live_dir=args.live,
             extra_callbacks=[DVCLiveCallback(live=live)],
+            on_step_log=lambda rows: append_step_log(args.live, rows),
         )
         if not Path(args.model).is_file():  # no finite val_loss ever: keep what there is
             with atomic_path(args.model) as tmp:

@@ -185,3 +185,15 @@ def test_compiled_fit_clips_every_step():
     assert stats["post_clip_norm"] == pytest.approx(1.0, rel=1e-5)
     # Each clipped step moves w by lr * 1 = 0.1 toward 100.
     assert float(model.layers[0].kernel.numpy()[0, 0]) == pytest.approx(0.3, rel=1e-5)
+
+
+def test_step_log_keeps_the_windows_steps_in_order_and_wraps():
+    weights = variable([0.0, 0.0])
+    guard = GradientGuard(keras.optimizers.SGD(0.1), clip_norm=2.0, step_log_size=2)
+    apply(guard, [[3.0, 4.0]], [weights])  # step 0: norm 5 -> 2
+    guard.reset_window()
+    for grad in ([0.0, 1.0], [6.0, 8.0], [NAN, 0.0]):  # steps 1, 2, 3; the ring keeps 2 and 3
+        apply(guard, [grad], [weights])
+    (step_a, pre_a, post_a, bound_a), (step_b, pre_b, _, _) = guard.read_step_log()
+    assert (step_a, pre_a, post_a, bound_a) == (2, pytest.approx(10.0), pytest.approx(2.0), 2.0)
+    assert step_b == 3 and math.isnan(pre_b)

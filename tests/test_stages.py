@@ -77,6 +77,10 @@ def test_the_four_stages_on_tiny_params(tmp_path, tiny_params_file):
     assert summary["run"]["epochs"] == 2 and summary["step"] == 1
     for curve in ("train/loss", "eval/loss", "train/grad_norm_max", "train/clip_fraction"):
         assert (tmp_path / "live" / "plots" / "metrics" / f"{curve}.tsv").is_file()
+    steps = (tmp_path / "live" / "plots" / "steps" / "pre_clip_norm.tsv").read_text().split("\n")
+    # 1257 training images x 2 (one copy) / batch 64 = 40 steps per epoch, 2 epochs.
+    assert steps[0] == "step\tpre_clip_norm" and len([r for r in steps[1:] if r]) == 80
+    assert [int(r.split("\t")[0]) for r in steps[1:] if r] == list(range(80))
     confusion = json.loads((tmp_path / "plots" / "confusion.json").read_text())["confusion"]
     assert len(confusion) == scores["test_images"]
     assert (tmp_path / "plots" / "training_curves.png").read_bytes()[:4] == b"\x89PNG"

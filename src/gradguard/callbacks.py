@@ -29,11 +29,15 @@ class GradientStatsLogger(keras.callbacks.Callback):
 
     Args:
         guard: the `GradientGuard` the model trains with.
+        on_step_log: called at each epoch's end with the epoch's per-step rows
+            (global step, pre-clip norm, post-clip norm, threshold), read from
+            the device in one transfer (`GradientGuard.read_step_log`).
     """
 
-    def __init__(self, guard):
+    def __init__(self, guard, on_step_log=None):
         super().__init__()
         self.guard = guard
+        self.on_step_log = on_step_log
         self.max_grad_norm = 0.0
         self.clipped_steps = 0
         self.steps = 0
@@ -56,6 +60,8 @@ class GradientStatsLogger(keras.callbacks.Callback):
         self.steps += steps
         if logs is not None:
             logs.update(epoch_logs)
+        if self.on_step_log is not None:
+            self.on_step_log(self.guard.read_step_log())
 
     @property
     def clip_fraction(self) -> float:

@@ -84,6 +84,8 @@ class GradientGuard(keras.optimizers.Optimizer):
         skip_nonfinite: skip the whole update (weights, optimizer slots, iterations)
             when any gradient is NaN or Inf.
         max_consecutive_skips: after this many skips in a row, `diverged` is set.
+        step_log_size: how many steps of (pre-clip norm, post-clip norm, threshold)
+            the window keeps on the device for `read_step_log` (the last ones win).
         name: the optimizer's name.
 
     Raises:
@@ -106,6 +108,7 @@ class GradientGuard(keras.optimizers.Optimizer):
         zscore_warmup=25,
         skip_nonfinite=True,
         max_consecutive_skips=10,
+        step_log_size=1024,
         name=None,
         **kwargs,
     ):
@@ -164,11 +167,17 @@ class GradientGuard(keras.optimizers.Optimizer):
         self.zscore_warmup = zscore_warmup
         self.skip_nonfinite = skip_nonfinite
         self.max_consecutive_skips = max_consecutive_skips
+        self.step_log_size = int(step_log_size)
+        if self.step_log_size < 1:
+            raise ValueError(f"GradientGuard step_log_size={step_log_size!r}; expected >= 1")
 
     # -- state --------------------------------------------------------------------------
 
     def _state_specs(self) -> dict:
         specs = dict(_STATS)
+        # Per-step (pre-clip norm, post-clip norm, threshold) of the current window, a ring.
+        specs["step_log"] = ("float32", 0.0, (self.step_log_size, 3))
+        specs["step_log_count"] = ("int32", 0)
         if self.mode == "autoclip":
             specs["autoclip_history"] = ("float32", 0.0, (self.autoclip_window,))
             specs["autoclip_count"] = ("int32", 0)
@@ -209,8 +218,28 @@ class GradientGuard(keras.optimizers.Optimizer):
 
     def reset_window(self) -> None:
         """Zero the window accumulators (call at an epoch's start; no host sync)."""
-        for key in ("window_norm_sum", "window_norm_max", "window_steps", "window_clipped"):
+        for key in (
+            "window_norm_sum",
+            "window_norm_max",
+            "window_steps",
+            "window_clipped",
+            "step_log_count",
+        ):
             self._state[key].assign(ops.zeros((), self._state[key].dtype))
+
+    def read_step_log(self) -> list[tuple[int, float, float, float]]:
+        """The window's steps as (global step, pre-clip, post-clip, threshold); one host read.
+
+        Global steps count every update the guard saw, skipped ones included, so
+        they continue across epochs and resumed runs.
+        """
+        count = int(ops.convert_to_numpy(self._state["step_log_count"].value))
+        rows = ops.convert_to_numpy(self._state["step_log"].value)
+        total = int(ops.convert_to_numpy(self._iterations.value))
+        kept = min(count, self.step_log_size)
+        order = [(count - kept + i) % self.step_log_size for i in range(kept)]
+        first = total - kept
+        return [(first + i, *map(float, rows[slot])) for i, slot in enumerate(order)]
 
     @property
     def iterations(self):
@@ -310,6 +339,13 @@ class GradientGuard(keras.optimizers.Optimizer):
             window_steps=state["window_steps"] + as_int(finite),
             window_clipped=state["window_clipped"] + as_int(was_clipped),
         )
+        slot = ops.mod(state["step_log_count"], self.step_log_size)
+        row = ops.stack([pre, post, ops.cast(threshold, "float32")])
+        hit = ops.expand_dims(ops.equal(ops.arange(self.step_log_size), slot), 1)
+        new.update(
+            step_log=ops.where(hit, ops.expand_dims(row, 0), state["step_log"]),
+            step_log_count=state["step_log_count"] + 1,
+        )
         return clipped, ops.logical_not(skip), new
 
     # -- applying it: stateless (JAX and others) and stateful (TensorFlow) --------------
@@ -390,6 +426,7 @@ class GradientGuard(keras.optimizers.Optimizer):
             "zscore_warmup": self.zscore_warmup,
             "skip_nonfinite": self.skip_nonfinite,
             "max_consecutive_skips": self.max_consecutive_skips,
+            "step_log_size": self.step_log_size,
         }
 
     @classmethod

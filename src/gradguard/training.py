@@ -95,6 +95,7 @@ def fit(
     resume: ResumeState,
     live_dir: str | Path,
     extra_callbacks=(),
+    on_step_log=None,
     verbose: int = 2,
 ) -> tuple[keras.Model, TrainResult]:
     """Train the CNN the params describe, resuming an interrupted run of the same params.
@@ -108,6 +109,8 @@ def fit(
         live_dir: the DVCLive folder, saved with the resume state.
         extra_callbacks: run after the gradient logger (e.g. DVCLive's callback,
             which then logs the gradient statistics too).
+        on_step_log: receives each epoch's per-step gradient norms (see
+            `GradientStatsLogger`).
         verbose: Keras's `fit` verbosity.
 
     Returns:
@@ -154,7 +157,7 @@ def fit(
         initial_best=(saved or {}).get("early_stopping_best"),
         initial_weights=best_weights,
     )
-    stats_logger = GradientStatsLogger(guard)
+    stats_logger = GradientStatsLogger(guard, on_step_log)
     divergence = DivergenceMonitor(guard)
     callbacks = [
         stats_logger,
