@@ -29,7 +29,12 @@ def metrics_diff(baseline: str) -> dict:
     if done.returncode != 0:
         detail = " ".join((done.stderr or done.stdout).split())
         raise GateUsageError(f"dvc metrics diff {baseline} failed: {detail}")
-    return json.loads(done.stdout or "{}")
+    try:
+        return json.loads(done.stdout or "{}")
+    except json.JSONDecodeError as error:
+        raise GateUsageError(
+            f"dvc metrics diff {baseline}: output is not JSON ({error})"
+        ) from error
 
 
 def main_cli(argv: list[str] | None = None) -> int:
@@ -43,7 +48,12 @@ def main_cli(argv: list[str] | None = None) -> int:
         rules_file = Path(args.rules)
         if not rules_file.is_file():
             raise GateUsageError(f"{rules_file}: rules file not found")
-        rules = parse_rules(yaml.safe_load(rules_file.read_text(encoding="utf-8")))
+        try:
+            raw = yaml.safe_load(rules_file.read_text(encoding="utf-8"))
+        except yaml.YAMLError as error:
+            detail = " ".join(str(error).split())
+            raise GateUsageError(f"{rules_file}: not valid YAML ({detail})") from error
+        rules = parse_rules(raw)  # before running DVC: a bad rules file fails fast
         verdicts = check(metrics_diff(args.baseline), rules)
     except GateUsageError as error:
         print(f"gate: error: {error}", file=sys.stderr)

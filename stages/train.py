@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -39,6 +40,8 @@ def main(args, params) -> None:
     val = load_arrays(Path(args.prepared) / "val.npz")
     resume = ResumeState(args.resume_dir, run_fingerprint(params, *train, *val))
     resumed = resume.restore(args.model, args.live) is not None
+    if not resumed:  # DVCLive starts its own files afresh; the step log must too
+        shutil.rmtree(Path(args.live) / "plots" / "steps", ignore_errors=True)
     with Live(dir=args.live, dvcyaml=False, save_dvc_exp=False, resume=resumed) as live:
         model, result = fit(
             params,

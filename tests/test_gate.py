@@ -146,3 +146,14 @@ def test_gate_in_a_git_repository_fails_a_regression_then_passes_the_restore(
     assert gate_stage.main_cli(["--baseline", "main"]) == 0
     assert gate_stage.main_cli(["--baseline", "no-such-rev"]) == 2
     assert "unknown Git revision" in capsys.readouterr().err
+
+
+def test_a_bad_rules_file_is_a_usage_error_not_a_regression(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "broken.yaml").write_text("rules: [\n")
+    (tmp_path / "list.yaml").write_text("- metric: a\n")
+    assert gate_stage.main_cli(["--rules", "broken.yaml"]) == 2
+    assert gate_stage.main_cli(["--rules", "list.yaml"]) == 2
+    assert gate_stage.main_cli(["--rules", "missing.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "not valid YAML" in err and "got list" in err and "not found" in err

@@ -78,8 +78,12 @@ def test_interrupted_run_resumes_from_the_last_completed_epoch(small, tmp_path):
     assert state["epoch"] == 1  # epochs 0 and 1 completed
     assert steps_logged(tmp_path / "live") == [0, 1]
 
+    saved_max = state["gradient_stats"]["max_grad_norm"]
+    assert saved_max > 0 and state["gradient_stats"]["steps"] > 0
     result = run(params, train, val, tmp_path)
     assert result.resumed_from_epoch == 2
+    assert result.max_grad_norm >= saved_max  # running totals carried across the restart
+    assert result.best_epoch is not None and 1 <= result.best_epoch <= 4
     assert result.epochs == 4
     assert steps_logged(tmp_path / "live") == [0, 1, 2, 3]  # DVCLive's step continued
     assert not (tmp_path / "resume").exists()  # deleted once training completed

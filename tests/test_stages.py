@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import keras
 import numpy as np
 import pytest
 import yaml
@@ -125,18 +126,36 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, pa
 
 
 @tensorflow_only
-def test_train_stage_with_mirrored_strategy_and_mixed_precision(tmp_path):
+def test_training_with_mirrored_strategy_and_mixed_precision(tmp_path):
     import tensorflow as tf
 
+    from gradguard.data import load_digits, split
+    from gradguard.params import parse_params
+    from gradguard.resume import ResumeState
+    from gradguard.training import fit
+
     assert len(tf.config.list_logical_devices("CPU")) == 2  # conftest: two replicas
-    params = {
-        **TINY_PARAMS,
-        "clip_norm": 1.0,
-        "train": {**TINY_PARAMS["train"], "distribute": "mirrored", "mixed_precision": True},
-    }
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(params))
-    scores = run_pipeline(tmp_path, params_file)
-    assert scores["diverged"] is False and scores["accuracy"] > 0.1
-    summary = json.loads((tmp_path / "live" / "metrics.json").read_text())["run"]
-    assert 0.0 < summary["max_grad_norm"] < 1e3  # unscaled: the loss scale is 32768
+    params = parse_params(
+        {
+            **TINY_PARAMS,
+            "clip_norm": 1.0,
+            "train": {**TINY_PARAMS["train"], "distribute": "mirrored", "mixed_precision": True},
+        }
+    )
+    x, y = load_digits()
+    parts = split(x[..., None], y.astype("int32"), params.data, params.seed)
+    model, result = fit(
+        params,
+        parts["train"],
+        parts["val"],
+        checkpoint=tmp_path / "b.keras",
+        resume=ResumeState(tmp_path / "resume", "f"),
+        live_dir=tmp_path / "l",
+        verbose=0,
+    )
+    assert model.distribute_strategy.num_replicas_in_sync == 2
+    assert model.dtype_policy.name == "mixed_float16"
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    assert result.diverged is False
+    assert 0.0 < result.max_grad_norm < 1e3  # unscaled: the loss scale is 32768

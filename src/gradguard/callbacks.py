@@ -63,6 +63,20 @@ class GradientStatsLogger(keras.callbacks.Callback):
         if self.on_step_log is not None:
             self.on_step_log(self.guard.read_step_log())
 
+    def state(self) -> dict:
+        """Running totals, to carry across an interrupted run (see `restore`)."""
+        return {
+            "max_grad_norm": self.max_grad_norm,
+            "clipped_steps": self.clipped_steps,
+            "steps": self.steps,
+        }
+
+    def restore(self, state: dict) -> None:
+        """Continue the running totals of `state()` (an empty dict changes nothing)."""
+        self.max_grad_norm = state.get("max_grad_norm", self.max_grad_norm)
+        self.clipped_steps = state.get("clipped_steps", self.clipped_steps)
+        self.steps = state.get("steps", self.steps)
+
     @property
     def clip_fraction(self) -> float:
         """Share of all steps so far that clipping changed."""
@@ -94,12 +108,17 @@ class DivergenceMonitor(keras.callbacks.Callback):
         if self.diverged:
             return
         if self.guard is not None and self.guard.built:
+            if keras.backend.backend() == "jax":
+                # The JAX trainer keeps the state outside the variables mid-epoch.
+                self.model.jax_state_sync()
             flag = bool(keras.ops.convert_to_numpy(self.guard.stats["diverged"].value))
         else:
             loss = (logs or {}).get("loss")
             flag = loss is not None and not math.isfinite(float(loss))
         if flag:
-            self.diverged, self.step = True, self._seen
+            # With a guard: its count of updates, which carries across resumed runs.
+            seen = self.guard.updates_seen if self.guard is not None else self._seen
+            self.diverged, self.step = True, seen
             self.model.stop_training = True
 
     def on_train_batch_end(self, batch, logs=None):

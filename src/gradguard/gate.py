@@ -87,6 +87,10 @@ def parse_rules(raw: Mapping | None) -> list[Rule]:
     Raises:
         GateUsageError: naming the rule and the field that is wrong.
     """
+    if raw is not None and not isinstance(raw, Mapping):
+        raise GateUsageError(
+            f"gate rules: expected a mapping with 'rules:'; got {type(raw).__name__}"
+        )
     items = (raw or {}).get("rules")
     if not isinstance(items, list) or not items:
         raise GateUsageError("gate rules: expected a non-empty list under 'rules:'")

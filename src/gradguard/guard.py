@@ -168,8 +168,23 @@ class GradientGuard(keras.optimizers.Optimizer):
         self.skip_nonfinite = skip_nonfinite
         self.max_consecutive_skips = max_consecutive_skips
         self.step_log_size = int(step_log_size)
-        if self.step_log_size < 1:
-            raise ValueError(f"GradientGuard step_log_size={step_log_size!r}; expected >= 1")
+        checks = {
+            "agc_lambda": (agc_lambda, agc_lambda > 0, "> 0"),
+            "autoclip_percentile": (
+                autoclip_percentile,
+                0 < autoclip_percentile <= 100,
+                "in (0, 100]",
+            ),
+            "autoclip_window": (autoclip_window, autoclip_window >= 1, ">= 1"),
+            "zscore_threshold": (zscore_threshold, zscore_threshold > 0, "> 0"),
+            "zscore_alpha": (zscore_alpha, 0 < zscore_alpha < 1, "in (0, 1)"),
+            "zscore_warmup": (zscore_warmup, zscore_warmup >= 1, ">= 1"),
+            "max_consecutive_skips": (max_consecutive_skips, max_consecutive_skips >= 1, ">= 1"),
+            "step_log_size": (step_log_size, self.step_log_size >= 1, ">= 1"),
+        }
+        for key, (value, ok, allowed) in checks.items():
+            if not ok:
+                raise ValueError(f"GradientGuard {key}={value!r}; expected {allowed}")
 
     # -- state --------------------------------------------------------------------------
 
@@ -235,11 +250,16 @@ class GradientGuard(keras.optimizers.Optimizer):
         """
         count = int(ops.convert_to_numpy(self._state["step_log_count"].value))
         rows = ops.convert_to_numpy(self._state["step_log"].value)
-        total = int(ops.convert_to_numpy(self._iterations.value))
+        total = self.updates_seen
         kept = min(count, self.step_log_size)
         order = [(count - kept + i) % self.step_log_size for i in range(kept)]
         first = total - kept
         return [(first + i, *map(float, rows[slot])) for i, slot in enumerate(order)]
+
+    @property
+    def updates_seen(self) -> int:
+        """How many updates the guard was given, skipped ones included (one host read)."""
+        return int(ops.convert_to_numpy(self._iterations.value))
 
     @property
     def iterations(self):

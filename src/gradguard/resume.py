@@ -64,40 +64,45 @@ class ResumeState:
 class SaveResumeState(keras.callbacks.Callback):
     """Saves the resume state at every epoch's end; place it after the callbacks it saves.
 
+    The folder is rebuilt beside the old one and swapped in at once, so a run
+    killed while saving resumes from the previous epoch, never from a mix.
+
     Args:
         state: where to save.
         checkpoint: the best-model file `ModelCheckpoint` writes.
         live_dir: the DVCLive folder.
         checkpointer: the `ModelCheckpoint`, for its best value.
-        early_stopping: the `EarlyStopping`, for its counter and best value.
+        early_stopping: the `EarlyStopping`, for its counter, best value and epoch.
+        extras: returns more JSON-able state to keep (e.g. running statistics).
     """
 
-    def __init__(self, state: ResumeState, checkpoint, live_dir, checkpointer, early_stopping):
+    def __init__(self, state, checkpoint, live_dir, checkpointer, early_stopping, extras=None):
         super().__init__()
         self.state = state
         self.checkpoint, self.live_dir = Path(checkpoint), Path(live_dir)
         self.checkpointer, self.early_stopping = checkpointer, early_stopping
+        self.extras = extras or dict
 
     def on_epoch_end(self, epoch, logs=None):
-        folder = self.state.folder
-        folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(folder / "model.keras") as tmp:
-            self.model.save(tmp)
-        if self.checkpoint.is_file():
-            with atomic_path(folder / "best.keras") as tmp:
-                shutil.copyfile(self.checkpoint, tmp)
-        if self.live_dir.is_dir():
-            with atomic_path(folder / "live") as tmp:
-                shutil.copytree(self.live_dir, tmp)
-        write_json(
-            folder / _STATE,
-            {
-                "epoch": epoch,
-                "checkpoint_best": _finite_or_none(self.checkpointer.best),
-                "early_stopping_wait": self.early_stopping.wait,
-                "early_stopping_best": _finite_or_none(self.early_stopping.best),
-            },
-        )
+        with atomic_path(self.state.folder) as folder:
+            folder.mkdir()
+            self.model.save(folder / "model.keras")
+            if self.checkpoint.is_file():
+                shutil.copyfile(self.checkpoint, folder / "best.keras")
+            if self.live_dir.is_dir():
+                shutil.copytree(self.live_dir, folder / "live")
+            stopping = self.early_stopping
+            write_json(
+                folder / _STATE,
+                {
+                    "epoch": epoch,
+                    "checkpoint_best": _finite_or_none(self.checkpointer.best),
+                    "early_stopping_wait": stopping.wait,
+                    "early_stopping_best": _finite_or_none(stopping.best),
+                    "best_epoch": stopping.best_epoch,
+                    **self.extras(),
+                },
+            )
 
 
 def _finite_or_none(value):
@@ -112,12 +117,21 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     `initial_value_threshold=inf`.
     """
 
-    def __init__(self, *args, initial_wait=0, initial_best=None, initial_weights=None, **kwargs):
+    def __init__(
+        self,
+        *args,
+        initial_wait=0,
+        initial_best=None,
+        initial_best_epoch=None,
+        initial_weights=None,
+        **kwargs,
+    ):
         super().__init__(*args, mode="min", **kwargs)
-        self._initial = (initial_wait, initial_best, initial_weights)
+        self._initial = (initial_wait, initial_best, initial_best_epoch, initial_weights)
 
     def on_train_begin(self, logs=None):
         super().on_train_begin(logs)
-        self.wait, best, weights = self._initial
+        self.wait, best, best_epoch, weights = self._initial
         self.best = math.inf if best is None else best
+        self.best_epoch = best_epoch or 0
         self.best_weights = weights

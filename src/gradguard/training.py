@@ -118,26 +118,28 @@ def fit(
     """
     started = time.perf_counter()
     state_file = resume.folder / "state.json"
-    saved = json.loads(state_file.read_text()) if state_file.is_file() else None
-    if saved:
-        model = resume.load_model()
-        best_weights = load_model(checkpoint).get_weights() if Path(checkpoint).is_file() else None
-    else:
-        num_classes = int(max(train[1].max(), val[1].max())) + 1
-        model = build_cnn(
-            train[0].shape[1:],
-            num_classes,
-            params.model,
-            params.init,
-            params.init_scale,
-            params.seed,
-        )
-        model.compile(
-            optimizer=build_optimizer(params),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
-        best_weights = None
+    saved = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    with training_context(params.train.distribute, params.train.mixed_precision):
+        if saved:
+            model = resume.load_model()
+        else:
+            num_classes = int(max(train[1].max(), val[1].max())) + 1
+            model = build_cnn(
+                train[0].shape[1:],
+                num_classes,
+                params.model,
+                params.init,
+                params.init_scale,
+                params.seed,
+            )
+            model.compile(
+                optimizer=build_optimizer(params),
+                loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"],
+            )
+    best_weights = (
+        load_model(checkpoint).get_weights() if saved and Path(checkpoint).is_file() else None
+    )
     guard = model.optimizer
     if isinstance(guard, keras.optimizers.LossScaleOptimizer):
         guard = guard.inner_optimizer
@@ -147,17 +149,19 @@ def fit(
         monitor="val_loss",
         mode="min",
         save_best_only=True,
-        initial_value_threshold=(saved or {}).get("checkpoint_best") or float("inf"),
+        initial_value_threshold=saved.get("checkpoint_best") or float("inf"),
     )
     early_stopping = ResumableEarlyStopping(
         monitor="val_loss",
         patience=params.train.patience,
         restore_best_weights=True,
-        initial_wait=(saved or {}).get("early_stopping_wait", 0),
-        initial_best=(saved or {}).get("early_stopping_best"),
+        initial_wait=saved.get("early_stopping_wait", 0),
+        initial_best=saved.get("early_stopping_best"),
+        initial_best_epoch=saved.get("best_epoch"),
         initial_weights=best_weights,
     )
     stats_logger = GradientStatsLogger(guard, on_step_log)
+    stats_logger.restore(saved.get("gradient_stats", {}))
     divergence = DivergenceMonitor(guard)
     callbacks = [
         stats_logger,
@@ -165,7 +169,14 @@ def fit(
         divergence,
         checkpointer,
         early_stopping,
-        SaveResumeState(resume, checkpoint, live_dir, checkpointer, early_stopping),
+        SaveResumeState(
+            resume,
+            checkpoint,
+            live_dir,
+            checkpointer,
+            early_stopping,
+            extras=lambda: {"gradient_stats": stats_logger.state()},
+        ),
     ]
     initial_epoch = saved["epoch"] + 1 if saved else 0
     history = model.fit(
@@ -181,9 +192,7 @@ def fit(
     )
 
     stats = read_stats(guard)
-    val_losses = history.history.get("val_loss", [])
-    finite = [(loss, i) for i, loss in enumerate(val_losses) if np.isfinite(loss)]
-    best_loss, best_index = min(finite) if finite else (None, None)
+    best_loss = early_stopping.best if np.isfinite(early_stopping.best) else None
     result = TrainResult(
         diverged=divergence.diverged,
         first_nonfinite_step=(
@@ -191,8 +200,8 @@ def fit(
         ),
         diverged_at_step=divergence.step,
         epochs=initial_epoch + len(history.history.get("loss", [])),
-        best_epoch=None if best_index is None else initial_epoch + best_index + 1,
-        best_val_loss=checkpointer.best if np.isfinite(checkpointer.best) else best_loss,
+        best_epoch=None if best_loss is None else early_stopping.best_epoch + 1,
+        best_val_loss=best_loss,
         max_grad_norm=stats_logger.max_grad_norm,
         clip_fraction=stats_logger.clip_fraction,
         skipped_steps=stats["skipped_steps"],
