@@ -8,16 +8,22 @@ import shutil
 import sys
 from pathlib import Path
 
-from gradguard.io import atomic_path, load_arrays
+from gradguard.io import atomic_path, load_arrays, write_json
 from gradguard.resume import ResumeState
 from gradguard.training import configure_determinism, fit, run_fingerprint
 from stages import common
+
+EVENT_KINDS = {1: "spike", 2: "nonfinite"}
 
 
 def append_step_log(live_dir: str, rows) -> None:
     """Append per-step norms to <live>/plots/steps/ (one TSV per line of the DVC plot)."""
     folder = Path(live_dir) / "plots" / "steps"
     folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / "events.tsv", "a", encoding="utf-8") as handle:
+        handle.writelines(
+            f"{row[0]}\t{EVENT_KINDS[row[4]]}\t{row[1]:.6g}\n" for row in rows if row[4]
+        )
     columns = {"pre_clip_norm": 1, "post_clip_norm": 2, "clip_threshold": 3}
     for name, index in columns.items():
         file = folder / f"{name}.tsv"
@@ -29,6 +35,17 @@ def append_step_log(live_dir: str, rows) -> None:
             handle.writelines(
                 f"{row[0]}\t{row[index]:.6g}\n" for row in rows if math.isfinite(row[index])
             )
+
+
+def step_events(live_dir: str) -> list[dict]:
+    """The spikes and non-finite steps `append_step_log` recorded."""
+    file = Path(live_dir) / "plots" / "steps" / "events.tsv"
+    if not file.is_file():
+        return []
+    rows = [line.split("\t") for line in file.read_text(encoding="utf-8").splitlines()]
+    return [
+        {"step": int(step), "kind": kind, "grad_norm": float(norm)} for step, kind, norm in rows
+    ]
 
 
 def main(args, params) -> None:
@@ -56,7 +73,10 @@ def main(args, params) -> None:
         if not Path(args.model).is_file():  # no finite val_loss ever: keep what there is
             with atomic_path(args.model) as tmp:
                 model.save(tmp)
-        live.summary["run"] = dataclasses.asdict(result)
+        summary = dataclasses.asdict(result)
+        events = step_events(args.live) + summary.pop("recovery_events")
+        live.summary["run"] = summary
+    write_json(Path(args.live) / "events.json", {"events": sorted(events, key=lambda e: e["step"])})
     resume.clear()
     verdict = f"DIVERGED at step {result.diverged_at_step}" if result.diverged else "finished"
     print(

@@ -194,6 +194,36 @@ def test_step_log_keeps_the_windows_steps_in_order_and_wraps():
     guard.reset_window()
     for grad in ([0.0, 1.0], [6.0, 8.0], [NAN, 0.0]):  # steps 1, 2, 3; the ring keeps 2 and 3
         apply(guard, [grad], [weights])
-    (step_a, pre_a, post_a, bound_a), (step_b, pre_b, _, _) = guard.read_step_log()
+    (step_a, pre_a, post_a, bound_a, event_a), (step_b, pre_b, _, _, event_b) = (
+        guard.read_step_log()
+    )
     assert (step_a, pre_a, post_a, bound_a) == (2, pytest.approx(10.0), pytest.approx(2.0), 2.0)
     assert step_b == 3 and math.isnan(pre_b)
+    assert (event_a, event_b) == (0, 2)  # ordinary, non-finite
+
+
+def test_spike_detection_by_hand_and_spikes_skipped():
+    # Window 4, 2 sigma (population std). Decisions start when the window is half full.
+    # [1, 3]: mean 2, std 1 -> 5 > 4 is a spike (kept out of the window);
+    # 4 > 4 is not -> window [1, 3, 4]: mean 2.667, std 1.247 -> bound 5.161: 5.2 is a spike.
+    weights = variable([0.0])
+    guard = GradientGuard(
+        keras.optimizers.SGD(1.0), spike_window=4, spike_sigma=2.0, skip_spikes=True
+    )
+    spikes = []
+    for norm in (1.0, 3.0, 5.0, 4.0, 5.2):
+        apply(guard, [[norm]], [weights])
+        spikes.append(read_stats(guard)["spikes"])
+    assert spikes == [0, 0, 1, 1, 2]
+    assert weights.numpy().tolist() == [-8.0]  # only 1, 3 and 4 were applied
+    stats = read_stats(guard)
+    assert stats["events"] == 2 and stats["skipped_steps"] == 2
+    assert [row[4] for row in guard.read_step_log()] == [0, 0, 1, 0, 1]
+
+
+def test_spikes_are_counted_but_applied_unless_skip_spikes():
+    weights = variable([0.0])
+    guard = GradientGuard(keras.optimizers.SGD(1.0), spike_window=4, spike_sigma=2.0)
+    for norm in (1.0, 3.0, 5.0):
+        apply(guard, [[norm]], [weights])
+    assert read_stats(guard)["spikes"] == 1 and weights.numpy().tolist() == [-9.0]

@@ -60,6 +60,12 @@ def test_the_repository_params_file_is_valid():
         ({"max_consecutive_skips": 0}, "max_consecutive_skips=0"),
         ({"evaluate": {"baseline": "forest"}}, "evaluate.baseline='forest'"),
         ({"train": 3}, "train=3 is invalid; expected a mapping"),
+        ({"train": {"on_explosion": "pray"}}, "train.on_explosion='pray'"),
+        ({"train": {"spike_window": 1}}, "train.spike_window=1"),
+        ({"train": {"spike_sigma": 0}}, "train.spike_sigma=0.0"),
+        ({"train": {"snapshot_every": 0}}, "train.snapshot_every=0"),
+        ({"train": {"lr_backoff": 1.5}}, "train.lr_backoff=1.5 is invalid; expected a factor"),
+        ({"train": {"max_rollbacks": -1}}, "train.max_rollbacks=-1"),
     ],
 )
 def test_each_rule_names_key_value_and_what_is_allowed(raw, fragment):

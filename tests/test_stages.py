@@ -105,6 +105,9 @@ def test_a_diverged_run_is_a_result_not_a_crash(tmp_path):
     assert scores["first_nonfinite_step"] is not None
     summary = json.loads((tmp_path / "live" / "metrics.json").read_text())["run"]
     assert summary["diverged"] is True and summary["epochs"] == 1  # stopped in epoch 1
+    events = json.loads((tmp_path / "live" / "events.json").read_text())["events"]
+    assert events and events[0]["step"] == scores["first_nonfinite_step"]
+    assert {e["kind"] for e in events} <= {"spike", "nonfinite"}
 
 
 @pytest.mark.parametrize(

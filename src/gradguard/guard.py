@@ -12,8 +12,9 @@ from collections.abc import Sequence
 import keras
 from keras import backend, ops
 
-from gradguard import clipping
+from gradguard import clipping, detection
 from gradguard.clipping import AutoClipState, ZScoreState
+from gradguard.detection import SpikeState
 from gradguard.params import CLIP_MODES
 
 # Arguments of `keras.optimizers.Optimizer` that act on the update itself; they
@@ -40,6 +41,8 @@ _STATS = {
     "consecutive_skips": ("int32", 0),  # skips in a row, reset by a finite step
     "first_nonfinite_step": ("int32", -1),  # step of the first NaN/Inf gradient
     "diverged": ("int32", 0),  # 1 once an update went non-finite or skips ran out
+    "spikes": ("int32", 0),  # finite steps whose norm was a spike (see gradguard.detection)
+    "events": ("int32", 0),  # spikes + non-finite steps: what recovery policies react to
     # Window accumulators, reset by `reset_window` (e.g. each epoch): no host sync per step.
     "window_norm_sum": ("float32", 0.0),
     "window_norm_max": ("float32", 0.0),
@@ -84,8 +87,11 @@ class GradientGuard(keras.optimizers.Optimizer):
         skip_nonfinite: skip the whole update (weights, optimizer slots, iterations)
             when any gradient is NaN or Inf.
         max_consecutive_skips: after this many skips in a row, `diverged` is set.
-        step_log_size: how many steps of (pre-clip norm, post-clip norm, threshold)
-            the window keeps on the device for `read_step_log` (the last ones win).
+        step_log_size: how many steps of (pre-clip norm, post-clip norm, threshold,
+            event) the window keeps on the device for `read_step_log` (the last win).
+        spike_window, spike_sigma: a finite norm above mean + spike_sigma * std of
+            the last spike_window norms is a spike (counted in `spikes`).
+        skip_spikes: skip the update of a spike step too, as a non-finite one.
         name: the optimizer's name.
 
     Raises:
@@ -109,6 +115,9 @@ class GradientGuard(keras.optimizers.Optimizer):
         skip_nonfinite=True,
         max_consecutive_skips=10,
         step_log_size=1024,
+        spike_window=128,
+        spike_sigma=6.0,
+        skip_spikes=False,
         name=None,
         **kwargs,
     ):
@@ -168,6 +177,9 @@ class GradientGuard(keras.optimizers.Optimizer):
         self.skip_nonfinite = skip_nonfinite
         self.max_consecutive_skips = max_consecutive_skips
         self.step_log_size = int(step_log_size)
+        self.spike_window = int(spike_window)
+        self.spike_sigma = float(spike_sigma)
+        self.skip_spikes = bool(skip_spikes)
         checks = {
             "agc_lambda": (agc_lambda, agc_lambda > 0, "> 0"),
             "autoclip_percentile": (
@@ -181,6 +193,8 @@ class GradientGuard(keras.optimizers.Optimizer):
             "zscore_warmup": (zscore_warmup, zscore_warmup >= 1, ">= 1"),
             "max_consecutive_skips": (max_consecutive_skips, max_consecutive_skips >= 1, ">= 1"),
             "step_log_size": (step_log_size, self.step_log_size >= 1, ">= 1"),
+            "spike_window": (spike_window, self.spike_window >= 2, ">= 2"),
+            "spike_sigma": (spike_sigma, self.spike_sigma > 0, "> 0"),
         }
         for key, (value, ok, allowed) in checks.items():
             if not ok:
@@ -191,7 +205,9 @@ class GradientGuard(keras.optimizers.Optimizer):
     def _state_specs(self) -> dict:
         specs = dict(_STATS)
         # Per-step (pre-clip norm, post-clip norm, threshold) of the current window, a ring.
-        specs["step_log"] = ("float32", 0.0, (self.step_log_size, 3))
+        specs["step_log"] = ("float32", 0.0, (self.step_log_size, 4))
+        specs["spike_history"] = ("float32", 0.0, (self.spike_window,))
+        specs["spike_count"] = ("int32", 0)
         specs["step_log_count"] = ("int32", 0)
         if self.mode == "autoclip":
             specs["autoclip_history"] = ("float32", 0.0, (self.autoclip_window,))
@@ -242,8 +258,11 @@ class GradientGuard(keras.optimizers.Optimizer):
         ):
             self._state[key].assign(ops.zeros((), self._state[key].dtype))
 
-    def read_step_log(self) -> list[tuple[int, float, float, float]]:
-        """The window's steps as (global step, pre-clip, post-clip, threshold); one host read.
+    def read_step_log(self) -> list[tuple[int, float, float, float, int]]:
+        """The window's steps as (global step, pre-clip, post-clip, threshold, event).
+
+        One host read. `event` is 0 for an ordinary step, 1 for a spike, 2 for a
+        non-finite gradient.
 
         Global steps count every update the guard saw, skipped ones included, so
         they continue across epochs and resumed runs.
@@ -254,7 +273,10 @@ class GradientGuard(keras.optimizers.Optimizer):
         kept = min(count, self.step_log_size)
         order = [(count - kept + i) % self.step_log_size for i in range(kept)]
         first = total - kept
-        return [(first + i, *map(float, rows[slot])) for i, slot in enumerate(order)]
+        return [
+            (first + i, *map(float, rows[slot][:3]), int(rows[slot][3]))
+            for i, slot in enumerate(order)
+        ]
 
     @property
     def updates_seen(self) -> int:
@@ -330,7 +352,14 @@ class GradientGuard(keras.optimizers.Optimizer):
             new[key] = ops.where(finite, value, state[key])
         as_int = lambda flag: ops.cast(flag, "int32")  # noqa: E731
         was_clipped = ops.logical_and(finite, post < pre)
-        skip = ops.logical_and(ops.logical_not(finite), self.skip_nonfinite)
+        is_spike, spike_state = detection.spike_check(
+            SpikeState(state["spike_history"], state["spike_count"]), pre, finite, self.spike_sigma
+        )
+        skip = ops.logical_or(
+            ops.logical_and(ops.logical_not(finite), self.skip_nonfinite),
+            ops.logical_and(is_spike, self.skip_spikes),
+        )
+        event = ops.where(ops.logical_not(finite), 2.0, ops.where(is_spike, 1.0, 0.0))
         consecutive = ops.where(finite, 0, state["consecutive_skips"] + 1)
         step = ops.cast(step, "int32")
         new.update(
@@ -360,10 +389,14 @@ class GradientGuard(keras.optimizers.Optimizer):
             window_clipped=state["window_clipped"] + as_int(was_clipped),
         )
         slot = ops.mod(state["step_log_count"], self.step_log_size)
-        row = ops.stack([pre, post, ops.cast(threshold, "float32")])
+        row = ops.stack([pre, post, ops.cast(threshold, "float32"), event])
         hit = ops.expand_dims(ops.equal(ops.arange(self.step_log_size), slot), 1)
         new.update(
             step_log=ops.where(hit, ops.expand_dims(row, 0), state["step_log"]),
+            spike_history=spike_state.history,
+            spike_count=spike_state.count,
+            spikes=state["spikes"] + as_int(is_spike),
+            events=state["events"] + as_int(ops.logical_or(is_spike, ops.logical_not(finite))),
             step_log_count=state["step_log_count"] + 1,
         )
         return clipped, ops.logical_not(skip), new
@@ -447,6 +480,9 @@ class GradientGuard(keras.optimizers.Optimizer):
             "skip_nonfinite": self.skip_nonfinite,
             "max_consecutive_skips": self.max_consecutive_skips,
             "step_log_size": self.step_log_size,
+            "spike_window": self.spike_window,
+            "spike_sigma": self.spike_sigma,
+            "skip_spikes": self.skip_spikes,
         }
 
     @classmethod

@@ -139,6 +139,9 @@ def build_optimizer(params: Params) -> GradientGuard:
         zscore_warmup=params.zscore_warmup,
         skip_nonfinite=params.skip_nonfinite,
         max_consecutive_skips=params.max_consecutive_skips,
+        spike_window=params.train.spike_window,
+        spike_sigma=params.train.spike_sigma,
+        skip_spikes=params.train.on_explosion in ("skip", "rollback"),
     )
 
 

@@ -133,6 +133,12 @@ class TrainParams:
     patience: int = 5  # epochs without val_loss improvement before stopping
     distribute: Literal["none", "mirrored"] = "none"  # tf.distribute.MirroredStrategy
     mixed_precision: bool = False  # mixed_float16 compute with dynamic loss scaling
+    on_explosion: Literal["none", "stop", "skip", "rollback"] = "none"  # reaction to a spike
+    spike_window: int = 128  # gradient norms in the spike detector's rolling window
+    spike_sigma: float = 6.0  # a norm above mean + spike_sigma * std of the window is a spike
+    snapshot_every: int = 50  # rollback: updates between snapshots of weights and optimizer
+    lr_backoff: float = 0.5  # rollback: learning-rate factor at each rollback
+    max_rollbacks: int = 3  # rollback: then the run stops as diverged
 
     def validate(self) -> None:
         _check(
@@ -144,6 +150,15 @@ class TrainParams:
         _check(self.batch_size >= 1, "train.batch_size", self.batch_size, "an integer >= 1")
         _check(self.epochs >= 1, "train.epochs", self.epochs, "an integer >= 1")
         _check(self.patience >= 0, "train.patience", self.patience, "an integer >= 0")
+        _check(self.spike_window >= 2, "train.spike_window", self.spike_window, "an integer >= 2")
+        _positive("train.spike_sigma", self.spike_sigma)
+        _check(
+            self.snapshot_every >= 1, "train.snapshot_every", self.snapshot_every, "an integer >= 1"
+        )
+        _check(0 < self.lr_backoff <= 1, "train.lr_backoff", self.lr_backoff, "a factor in (0, 1]")
+        _check(
+            self.max_rollbacks >= 0, "train.max_rollbacks", self.max_rollbacks, "an integer >= 0"
+        )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,6 +15,7 @@ from gradguard.callbacks import DivergenceMonitor, GradientStatsLogger, read_sta
 from gradguard.io import fingerprint
 from gradguard.models import build_cnn, build_optimizer, load_model
 from gradguard.params import Params
+from gradguard.recovery import ExplosionRecovery
 from gradguard.resume import ResumableEarlyStopping, ResumeState, SaveResumeState
 
 
@@ -82,8 +83,11 @@ class TrainResult:
     max_grad_norm: float  # largest finite pre-clip global norm seen
     clip_fraction: float  # share of finite steps that clipping changed
     skipped_steps: int
+    spikes: int  # gradient-norm spikes detected (see gradguard.detection)
+    rollbacks: int  # rollbacks made by the `rollback` policy
     resumed_from_epoch: int | None
     wall_time_s: float
+    recovery_events: list = dataclasses.field(default_factory=list)  # stops and rollbacks
 
 
 def fit(
@@ -163,9 +167,14 @@ def fit(
     stats_logger = GradientStatsLogger(guard, on_step_log)
     stats_logger.restore(saved.get("gradient_stats", {}))
     divergence = DivergenceMonitor(guard)
+    knobs = params.train
+    recovery = ExplosionRecovery(
+        guard, knobs.on_explosion, knobs.snapshot_every, knobs.lr_backoff, knobs.max_rollbacks
+    )
     callbacks = [
         stats_logger,
         *extra_callbacks,
+        recovery,
         divergence,
         checkpointer,
         early_stopping,
@@ -194,18 +203,23 @@ def fit(
     stats = read_stats(guard)
     best_loss = early_stopping.best if np.isfinite(early_stopping.best) else None
     result = TrainResult(
-        diverged=divergence.diverged,
+        diverged=divergence.diverged or recovery.stopped,
         first_nonfinite_step=(
             stats["first_nonfinite_step"] if stats["first_nonfinite_step"] >= 0 else None
         ),
-        diverged_at_step=divergence.step,
+        diverged_at_step=divergence.step
+        if divergence.diverged
+        else (recovery.events[-1]["step"] if recovery.stopped else None),
         epochs=initial_epoch + len(history.history.get("loss", [])),
         best_epoch=None if best_loss is None else early_stopping.best_epoch + 1,
         best_val_loss=best_loss,
         max_grad_norm=stats_logger.max_grad_norm,
         clip_fraction=stats_logger.clip_fraction,
         skipped_steps=stats["skipped_steps"],
+        spikes=stats["spikes"],
+        rollbacks=recovery.rollbacks,
         resumed_from_epoch=initial_epoch or None,
         wall_time_s=round(time.perf_counter() - started, 3),
+        recovery_events=recovery.events,
     )
     return model, result

@@ -1,0 +1,106 @@
+"""Surviving an explosion: stop cleanly, or roll back to a snapshot and back off.
+
+`GradientGuard` detects spikes and non-finite steps on the device and (with
+`skip_spikes`/`skip_nonfinite`) skips their updates. This callback reacts to
+its `events` counter: `stop` ends the run as diverged; `rollback` restores the
+weights and the inner optimizer's state from the last in-memory snapshot (taken
+every `snapshot_every` updates), multiplies the learning rate by `lr_backoff`,
+and goes on with the batches after the offending ones (they are not replayed),
+at most `max_rollbacks` times, then stops. That is PaLM's recipe (restart ~100
+steps earlier, skip the batches around the spike) inside one `fit`.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+POLICIES = ("none", "stop", "skip", "rollback")
+
+
+class ExplosionRecovery(keras.callbacks.Callback):
+    """React to a guard's spikes and non-finite steps.
+
+    With policy "stop" or "rollback" it reads two scalars from the device after
+    every batch (the guard's event and update counts); "none" and "skip" cost
+    nothing here (the guard itself skips).
+
+    Args:
+        guard: the `GradientGuard` the model trains with.
+        policy: "none", "stop", "skip" or "rollback".
+        snapshot_every: updates between snapshots (rollback).
+        lr_backoff: factor on the learning rate at each rollback, in (0, 1].
+        max_rollbacks: rollbacks allowed before the run stops as diverged.
+
+    Attributes:
+        stopped: the run was ended as diverged by this callback.
+        rollbacks: how many rollbacks happened.
+        events: one dict per reaction: step, kind ("stop" or "rollback"),
+            the step rolled back to, and the new learning rate.
+
+    References:
+        Chowdhery et al. 2022, "PaLM: Scaling Language Modeling with Pathways",
+        section 5.1 (training instability).
+    """
+
+    def __init__(
+        self, guard, policy="rollback", snapshot_every=50, lr_backoff=0.5, max_rollbacks=3
+    ):
+        super().__init__()
+        if policy not in POLICIES:
+            raise ValueError(f"ExplosionRecovery policy={policy!r}; expected one of {POLICIES}")
+        self.guard, self.policy = guard, policy
+        self.snapshot_every, self.lr_backoff = snapshot_every, lr_backoff
+        self.max_rollbacks = max_rollbacks
+        self.stopped, self.rollbacks, self.events = False, 0, []
+        self._events_seen = 0
+        self._snapshot = None
+
+    def _sync(self) -> None:
+        if keras.backend.backend() == "jax":
+            self.model.jax_state_sync()  # the JAX trainer holds the state mid-epoch
+
+    def _take_snapshot(self, step: int) -> None:
+        inner = self.guard.inner_optimizer
+        self._snapshot = (
+            step,
+            self.model.get_weights(),
+            [np.array(keras.ops.convert_to_numpy(v.value)) for v in inner.variables],
+        )
+
+    def on_train_begin(self, logs=None):
+        if self.policy in ("stop", "rollback") and self.guard.built:
+            self._events_seen = int(keras.ops.convert_to_numpy(self.guard.stats["events"].value))
+        if self.policy == "rollback":
+            self._take_snapshot(self.guard.updates_seen if self.guard.built else 0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.policy not in ("stop", "rollback") or self.stopped:
+            return
+        self._sync()
+        events = int(keras.ops.convert_to_numpy(self.guard.stats["events"].value))
+        step = self.guard.updates_seen
+        if events > self._events_seen:
+            self._events_seen = events
+            if self.policy == "stop" or self.rollbacks >= self.max_rollbacks:
+                self.stopped = True
+                self.model.stop_training = True
+                self.events.append({"step": step, "kind": "stop"})
+            else:
+                self._roll_back(step)
+        elif self.policy == "rollback" and step - self._snapshot[0] >= self.snapshot_every:
+            self._take_snapshot(step)
+
+    def _roll_back(self, step: int) -> None:
+        inner = self.guard.inner_optimizer
+        rate = float(keras.ops.convert_to_numpy(inner.learning_rate)) * self.lr_backoff
+        to_step, weights, slots = self._snapshot
+        self.model.set_weights(weights)
+        for variable, value in zip(inner.variables, slots, strict=True):
+            variable.assign(value)
+        inner.learning_rate.assign(rate)
+        self.rollbacks += 1
+        self.events.append(
+            {"step": step, "kind": "rollback", "to_step": to_step, "learning_rate": rate}
+        )
+        self._take_snapshot(step)  # the restored state is the new fallback
