@@ -11,7 +11,6 @@ from gradguard.callbacks import read_stats
 from tests.conftest import tensorflow_only
 
 pytestmark = tensorflow_only
-DEVICES = ["/cpu:0", "/cpu:1"]
 MODES = {
     "none": {},
     "value": {"clip_value": 0.05},
@@ -61,7 +60,10 @@ def train(optimizer_factory, strategy=None, x=None, y=None, steps=4):
 def mirrored():
     import tensorflow as tf
 
-    strategy = tf.distribute.MirroredStrategy(DEVICES)
+    from gradguard._tf_distribute import mirrored_strategy
+
+    # The same strategy object the pipeline's train.distribute=mirrored uses.
+    strategy = mirrored_strategy(tuple(d.name for d in tf.config.list_logical_devices("CPU")))
     assert strategy.num_replicas_in_sync == 2
     return strategy
 

@@ -13,6 +13,7 @@ takes the same branch.
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import tensorflow as tf
 from keras import ops
@@ -33,7 +34,18 @@ def strategy_scope(distribute: str, devices: list[str] | None = None):
     if devices is None:
         gpus = tf.config.list_logical_devices("GPU")
         devices = [d.name for d in gpus or tf.config.list_logical_devices("CPU")]
-    return tf.distribute.MirroredStrategy(devices).scope()
+    return mirrored_strategy(tuple(devices)).scope()
+
+
+@functools.cache
+def mirrored_strategy(devices: tuple[str, ...]) -> tf.distribute.MirroredStrategy:
+    """One `MirroredStrategy` per device set and process.
+
+    TensorFlow's collective-op keys are process-wide: several strategies over
+    the same devices in one process can pair up each other's all-reduces
+    ("Shape mismatch in the collective instance"), so they are shared.
+    """
+    return tf.distribute.MirroredStrategy(list(devices))
 
 
 def apply(guard, grads: list, trainable_variables: list) -> None:
@@ -53,7 +65,7 @@ def apply(guard, grads: list, trainable_variables: list) -> None:
         clipped = [None if g is None else g / replicas for g in clipped]
 
     inner = guard.inner_optimizer
-    if not guard.skip_nonfinite:
+    if not guard.may_skip:
         inner.apply(clipped, trainable_variables)
     elif tf.__internal__.distribute.strategy_supports_no_merge_call():
         ops.cond(apply_update, lambda: inner.apply(clipped, trainable_variables), lambda: None)

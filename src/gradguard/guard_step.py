@@ -1,0 +1,230 @@
+"""The guarded step as pure functions of the guard's settings and state.
+
+`GradientGuard` (gradguard.guard) keeps the state in optimizer variables and
+calls `guard_step` on their values, inside TensorFlow's stateful apply or
+JAX's `stateless_apply` alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from keras import ops
+
+from gradguard import clipping, detection
+from gradguard.clipping import AutoClipState, ZScoreState
+from gradguard.detection import SpikeState
+from gradguard.params import CLIP_MODES
+
+# Statistics every mode keeps: name -> (dtype, initial value).
+STATS = {
+    "pre_clip_norm": ("float32", 0.0),  # last step's global norm before clipping
+    "post_clip_norm": ("float32", 0.0),  # ... and after clipping
+    "threshold": ("float32", float("inf")),  # global-norm bound in force (inf: none)
+    "clipped_steps": ("int32", 0),  # finite steps whose gradients clipping changed
+    "skipped_steps": ("int32", 0),  # updates skipped for non-finite gradients
+    "consecutive_skips": ("int32", 0),  # skips in a row, reset by a finite step
+    "first_nonfinite_step": ("int32", -1),  # step of the first NaN/Inf gradient
+    "diverged": ("int32", 0),  # 1 once an update went non-finite or skips ran out
+    "spikes": ("int32", 0),  # finite steps whose norm was a spike (see gradguard.detection)
+    "events": ("int32", 0),  # spikes + non-finite steps: what recovery policies react to
+    # Window accumulators, reset by `reset_window` (e.g. each epoch): no host sync per step.
+    "window_norm_sum": ("float32", 0.0),
+    "window_norm_max": ("float32", 0.0),
+    "window_steps": ("int32", 0),  # finite steps in the window
+    "window_clipped": ("int32", 0),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class GuardConfig:
+    """Every setting of a `GradientGuard` (see its docstring); validated on creation."""
+
+    mode: str = "auto"
+    clip_norm: float | None = None
+    clip_value: float | None = None
+    agc_lambda: float = 0.01
+    agc_exclude_last: bool = True
+    autoclip_percentile: float = 10.0
+    autoclip_window: int = 1000
+    zscore_threshold: float = 2.5
+    zscore_alpha: float = 0.97
+    zscore_warmup: int = 25
+    skip_nonfinite: bool = True
+    max_consecutive_skips: int = 10
+    step_log_size: int = 1024
+    spike_window: int = 128
+    spike_sigma: float = 6.0
+    skip_spikes: bool = False
+
+    def __post_init__(self):
+        if self.mode == "auto":
+            resolved = (
+                "global_norm"
+                if self.clip_norm is not None
+                else "value"
+                if self.clip_value is not None
+                else "none"
+            )
+            object.__setattr__(self, "mode", resolved)
+        if self.mode not in CLIP_MODES:
+            raise ValueError(
+                f"GradientGuard mode={self.mode!r}; expected one of {('auto', *CLIP_MODES)}"
+            )
+        needs = {"norm": "clip_norm", "global_norm": "clip_norm", "value": "clip_value"}
+        bound = needs.get(self.mode)
+        if bound and (getattr(self, bound) is None or getattr(self, bound) <= 0):
+            raise ValueError(
+                f"GradientGuard mode={self.mode!r} needs {bound} > 0; "
+                f"received {bound}={getattr(self, bound)!r}"
+            )
+        checks = {
+            "agc_lambda": (self.agc_lambda > 0, "> 0"),
+            "autoclip_percentile": (0 < self.autoclip_percentile <= 100, "in (0, 100]"),
+            "autoclip_window": (self.autoclip_window >= 1, ">= 1"),
+            "zscore_threshold": (self.zscore_threshold > 0, "> 0"),
+            "zscore_alpha": (0 < self.zscore_alpha < 1, "in (0, 1)"),
+            "zscore_warmup": (self.zscore_warmup >= 1, ">= 1"),
+            "max_consecutive_skips": (self.max_consecutive_skips >= 1, ">= 1"),
+            "step_log_size": (self.step_log_size >= 1, ">= 1"),
+            "spike_window": (self.spike_window >= 2, ">= 2"),
+            "spike_sigma": (self.spike_sigma > 0, "> 0"),
+        }
+        for key, (ok, allowed) in checks.items():
+            if not ok:
+                raise ValueError(f"GradientGuard {key}={getattr(self, key)!r}; expected {allowed}")
+
+
+def state_specs(config: GuardConfig) -> dict:
+    """The guard's variables: name -> (dtype, initial value[, shape])."""
+    specs = dict(STATS)
+    # Per-step (pre-clip norm, post-clip norm, threshold) of the current window, a ring.
+    specs["step_log"] = ("float32", 0.0, (config.step_log_size, 4))
+    specs["spike_history"] = ("float32", 0.0, (config.spike_window,))
+    specs["spike_count"] = ("int32", 0)
+    specs["step_log_count"] = ("int32", 0)
+    if config.mode == "autoclip":
+        specs["autoclip_history"] = ("float32", 0.0, (config.autoclip_window,))
+        specs["autoclip_count"] = ("int32", 0)
+    if config.mode == "zscore":
+        specs.update(
+            zscore_count=("int32", 0), zscore_mean=("float32", 0.0), zscore_var=("float32", 0.0)
+        )
+    return specs
+
+
+def clip(
+    config: GuardConfig,
+    state: dict,
+    grads: list,
+    weights: Sequence,
+    pre_clip_norm,
+    agc_excluded: Sequence[bool],
+):
+    """Clip as `config.mode` says: (clipped gradients, threshold, mode-state updates)."""
+    inf = ops.convert_to_tensor(float("inf"), "float32")
+    if config.mode == "value":
+        return clipping.clip_by_value(grads, config.clip_value), inf, {}
+    if config.mode == "norm":
+        return clipping.clip_by_norm(grads, config.clip_norm), inf, {}
+    if config.mode == "global_norm":
+        bound = ops.convert_to_tensor(config.clip_norm, "float32")
+        return clipping.scale_to_norm(grads, pre_clip_norm, bound), bound, {}
+    if config.mode == "agc":
+        clipped = clipping.adaptive_clip(grads, weights, config.agc_lambda, agc_excluded)
+        return clipped, inf, {}
+    if config.mode == "autoclip":
+        old = AutoClipState(state["autoclip_history"], state["autoclip_count"])
+        bound, new = clipping.autoclip_threshold(old, pre_clip_norm, config.autoclip_percentile)
+        updates = {"autoclip_history": new.history, "autoclip_count": new.count}
+    elif config.mode == "zscore":
+        old = ZScoreState(state["zscore_count"], state["zscore_mean"], state["zscore_var"])
+        bound, new = clipping.zscore_threshold(
+            old, pre_clip_norm, config.zscore_threshold, config.zscore_alpha, config.zscore_warmup
+        )
+        updates = {"zscore_count": new.count, "zscore_mean": new.mean, "zscore_var": new.var}
+    else:
+        return list(grads), inf, {}
+    return clipping.scale_to_norm(grads, pre_clip_norm, bound), bound, updates
+
+
+def guard_step(
+    config: GuardConfig,
+    state: dict,
+    grads: Sequence,
+    weights: Sequence,
+    step,
+    agc_excluded: Sequence[bool],
+):
+    """One step of the guard on plain tensors.
+
+    Args:
+        state: current values of `stats` (and the mode's own state) by name.
+        grads: the (already all-reduced) gradients.
+        weights: the current values of the trainable variables.
+        step: how many updates the guard saw before this one (skipped ones too).
+
+    Returns:
+        `(clipped_grads, apply_update, new_state)`: apply_update is a boolean
+        scalar, False when this update must be skipped.
+    """
+    grads = list(grads)
+    pre = clipping.global_norm(grads)
+    finite = ops.logical_and(clipping.all_finite(grads), ops.isfinite(pre))
+    clipped, threshold, mode_updates = clip(config, state, grads, weights, pre, agc_excluded)
+    post = clipping.global_norm(clipped)
+
+    new = dict(state)
+    for key, value in mode_updates.items():  # a NaN norm must not poison the history
+        new[key] = ops.where(finite, value, state[key])
+    as_int = lambda flag: ops.cast(flag, "int32")  # noqa: E731
+    was_clipped = ops.logical_and(finite, post < pre)
+    is_spike, spike_state = detection.spike_check(
+        SpikeState(state["spike_history"], state["spike_count"]), pre, finite, config.spike_sigma
+    )
+    skip = ops.logical_or(
+        ops.logical_and(ops.logical_not(finite), config.skip_nonfinite),
+        ops.logical_and(is_spike, config.skip_spikes),
+    )
+    event = ops.where(ops.logical_not(finite), 2.0, ops.where(is_spike, 1.0, 0.0))
+    consecutive = ops.where(finite, 0, state["consecutive_skips"] + 1)
+    step = ops.cast(step, "int32")
+    new.update(
+        pre_clip_norm=pre,
+        post_clip_norm=post,
+        threshold=threshold,
+        clipped_steps=state["clipped_steps"] + as_int(was_clipped),
+        skipped_steps=state["skipped_steps"] + as_int(skip),
+        consecutive_skips=consecutive,
+        first_nonfinite_step=ops.where(
+            ops.logical_and(ops.logical_not(finite), state["first_nonfinite_step"] < 0),
+            step,
+            state["first_nonfinite_step"],
+        ),
+        diverged=ops.maximum(
+            state["diverged"],
+            as_int(
+                ops.logical_or(
+                    ops.logical_and(ops.logical_not(finite), not config.skip_nonfinite),
+                    consecutive >= config.max_consecutive_skips,
+                )
+            ),
+        ),
+        window_norm_sum=state["window_norm_sum"] + ops.where(finite, pre, 0.0),
+        window_norm_max=ops.maximum(state["window_norm_max"], ops.where(finite, pre, 0.0)),
+        window_steps=state["window_steps"] + as_int(finite),
+        window_clipped=state["window_clipped"] + as_int(was_clipped),
+    )
+    slot = ops.mod(state["step_log_count"], config.step_log_size)
+    row = ops.stack([pre, post, ops.cast(threshold, "float32"), event])
+    hit = ops.expand_dims(ops.equal(ops.arange(config.step_log_size), slot), 1)
+    new.update(
+        step_log=ops.where(hit, ops.expand_dims(row, 0), state["step_log"]),
+        spike_history=spike_state.history,
+        spike_count=spike_state.count,
+        spikes=state["spikes"] + as_int(is_spike),
+        events=state["events"] + as_int(ops.logical_or(is_spike, ops.logical_not(finite))),
+        step_log_count=state["step_log_count"] + 1,
+    )
+    return clipped, ops.logical_not(skip), new
