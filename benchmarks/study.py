@@ -15,6 +15,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -53,8 +54,10 @@ def slug(variant: str) -> str:
 
 
 def dvc(*args: str) -> str:
+    # The queue's worker starts `dvc` and the stages start `python`: both from this environment.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     done = subprocess.run(
-        [sys.executable, "-m", "dvc", *args], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "dvc", *args], capture_output=True, text=True, check=False, env=env
     )
     if done.returncode != 0:
         sys.exit(f"dvc {' '.join(args)} failed: {done.stderr.strip() or done.stdout.strip()}")
