@@ -85,7 +85,7 @@ def run() -> None:
 
 def experiments() -> dict:
     """name -> (rev, data) for every experiment `dvc exp show --json` lists."""
-    rows = json.loads(dvc("exp", "show", "--json"))
+    rows = json.loads(dvc("exp", "show", "--json", "--all-commits"))  # queued on any commit
     found = {}
     for row in rows:
         for exp in row.get("experiments") or []:
