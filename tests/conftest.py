@@ -29,10 +29,6 @@ TINY_PARAMS = {
 }
 
 
-def backend() -> str:
-    return keras.backend.backend()
-
-
 tensorflow_only = pytest.mark.skipif(
     keras.backend.backend() != "tensorflow", reason="TensorFlow backend only"
 )
