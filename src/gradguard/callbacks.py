@@ -17,6 +17,17 @@ def read_stats(guard) -> dict:
     }
 
 
+def read_mid_epoch(model, guard, key: str) -> int:
+    """One of the guard's scalar statistics, read inside an epoch (one host transfer).
+
+    The JAX trainer holds the state outside the variables mid-epoch, so on JAX the
+    model's state is synced back first.
+    """
+    if model is not None and keras.backend.backend() == "jax":
+        model.jax_state_sync()
+    return int(keras.ops.convert_to_numpy(guard.stats[key].value))
+
+
 class GradientStatsLogger(keras.callbacks.Callback):
     """Adds the epoch's gradient statistics to the epoch logs.
 
@@ -108,10 +119,7 @@ class DivergenceMonitor(keras.callbacks.Callback):
         if self.diverged:
             return
         if self.guard is not None and self.guard.built:
-            if keras.backend.backend() == "jax":
-                # The JAX trainer keeps the state outside the variables mid-epoch.
-                self.model.jax_state_sync()
-            flag = bool(keras.ops.convert_to_numpy(self.guard.stats["diverged"].value))
+            flag = bool(read_mid_epoch(self.model, self.guard, "diverged"))
         else:
             loss = (logs or {}).get("loss")
             flag = loss is not None and not math.isfinite(float(loss))

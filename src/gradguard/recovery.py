@@ -15,6 +15,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from gradguard.callbacks import read_mid_epoch
+
 POLICIES = ("none", "stop", "skip", "rollback")
 
 
@@ -56,10 +58,6 @@ class ExplosionRecovery(keras.callbacks.Callback):
         self._events_seen = 0
         self._snapshot = None
 
-    def _sync(self) -> None:
-        if keras.backend.backend() == "jax":
-            self.model.jax_state_sync()  # the JAX trainer holds the state mid-epoch
-
     def _take_snapshot(self, step: int) -> None:
         inner = self.guard.inner_optimizer
         self._snapshot = (
@@ -70,15 +68,14 @@ class ExplosionRecovery(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if self.policy in ("stop", "rollback") and self.guard.built:
-            self._events_seen = int(keras.ops.convert_to_numpy(self.guard.stats["events"].value))
+            self._events_seen = read_mid_epoch(None, self.guard, "events")
         if self.policy == "rollback":
             self._take_snapshot(self.guard.updates_seen if self.guard.built else 0)
 
     def on_train_batch_end(self, batch, logs=None):
         if self.policy not in ("stop", "rollback") or self.stopped:
             return
-        self._sync()
-        events = int(keras.ops.convert_to_numpy(self.guard.stats["events"].value))
+        events = read_mid_epoch(self.model, self.guard, "events")
         step = self.guard.updates_seen
         if events > self._events_seen:
             self._events_seen = events
