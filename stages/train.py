@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import shutil
 import sys
@@ -13,39 +14,53 @@ from gradguard.resume import ResumeState
 from gradguard.training import configure_determinism, fit, run_fingerprint
 from stages import common
 
-EVENT_KINDS = {1: "spike", 2: "nonfinite"}
+EVENT_KINDS = {1: "spike", 2: "nonfinite", 3: "loss_spike"}
+# Step-log fields drawn per step (file name in <live>/plots/steps/ -> StepRow field).
+STEP_PLOTS = {
+    "pre_clip_norm": "pre_clip_norm",
+    "post_clip_norm": "post_clip_norm",
+    "clip_threshold": "threshold",
+    "batch_loss": "batch_loss",
+}
+
+
+def describe_event(row) -> dict:
+    """A spike or non-finite step, with the layers it started in."""
+    event = {"step": row.step, "kind": EVENT_KINDS[row.event], "grad_norm": row.pre_clip_norm}
+    if math.isfinite(row.batch_loss):
+        event["batch_loss"] = row.batch_loss
+    bad = [name for name, norm in row.layer_norms.items() if not math.isfinite(norm)]
+    if bad:
+        event["nonfinite_layers"] = bad
+    else:
+        largest = sorted(row.layer_norms.items(), key=lambda item: -item[1])[:3]
+        event["largest_layers"] = dict(largest)
+    return event
 
 
 def append_step_log(live_dir: str, rows) -> None:
     """Append per-step norms to <live>/plots/steps/ (one TSV per line of the DVC plot)."""
     folder = Path(live_dir) / "plots" / "steps"
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "events.tsv", "a", encoding="utf-8") as handle:
-        handle.writelines(
-            f"{row[0]}\t{EVENT_KINDS[row[4]]}\t{row[1]:.6g}\n" for row in rows if row[4]
-        )
-    columns = {"pre_clip_norm": 1, "post_clip_norm": 2, "clip_threshold": 3}
-    for name, index in columns.items():
+    with open(folder / "events.jsonl", "a", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(describe_event(row)) + "\n" for row in rows if row.event)
+    for name, field in STEP_PLOTS.items():
         file = folder / f"{name}.tsv"
         new = not file.exists()
         with open(file, "a", encoding="utf-8") as handle:
             if new:
                 handle.write(f"step\t{name}\n")
-            # Vega cannot draw Inf or NaN: "no bound" and non-finite steps are left out.
-            handle.writelines(
-                f"{row[0]}\t{row[index]:.6g}\n" for row in rows if math.isfinite(row[index])
-            )
+            # Vega cannot draw Inf or NaN: "no bound", non-finite steps, unrecorded losses.
+            values = ((row.step, getattr(row, field)) for row in rows)
+            handle.writelines(f"{step}\t{v:.6g}\n" for step, v in values if math.isfinite(v))
 
 
 def step_events(live_dir: str) -> list[dict]:
     """The spikes and non-finite steps `append_step_log` recorded."""
-    file = Path(live_dir) / "plots" / "steps" / "events.tsv"
+    file = Path(live_dir) / "plots" / "steps" / "events.jsonl"
     if not file.is_file():
         return []
-    rows = [line.split("\t") for line in file.read_text(encoding="utf-8").splitlines()]
-    return [
-        {"step": int(step), "kind": kind, "grad_norm": float(norm)} for step, kind, norm in rows
-    ]
+    return [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines()]
 
 
 def main(args, params) -> None:
@@ -75,8 +90,13 @@ def main(args, params) -> None:
                 model.save(tmp)
         summary = dataclasses.asdict(result)
         events = step_events(args.live) + summary.pop("recovery_events")
+        layer_epochs, layers = summary.pop("layer_epochs"), summary.pop("layers")
+        summary["largest_grad_layer"] = layers[0]["layer"] if layers else None
         live.summary["run"] = summary
-    write_json(Path(args.live) / "events.json", {"events": sorted(events, key=lambda e: e["step"])})
+    live_dir = Path(args.live)
+    write_json(live_dir / "events.json", {"events": sorted(events, key=lambda e: e["step"])})
+    write_json(live_dir / "layers.json", {"epochs": layer_epochs})
+    write_json(live_dir / "plots" / "layers.json", layers)
     resume.clear()
     verdict = f"DIVERGED at step {result.diverged_at_step}" if result.diverged else "finished"
     print(

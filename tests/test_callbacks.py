@@ -6,6 +6,7 @@ import math
 
 import keras
 import numpy as np
+from pytest import approx
 
 from gradguard import GradientGuard
 from gradguard.callbacks import DivergenceMonitor, GradientStatsLogger
@@ -44,3 +45,31 @@ def test_divergence_stops_training_and_names_the_step():
     assert monitor.diverged is True and monitor.step == 3  # the third skip in a row
     assert len(history.history["loss"]) == 1  # stopped inside the first epoch
     assert math.isnan(history.history["loss"][0])
+
+
+def test_per_layer_norms_rank_the_layers_each_epoch():
+    # The output layer starts at zero, so the hidden layer's gradient is exactly 0
+    # in the first step; the output layer's is not.
+    model = keras.Sequential(
+        [
+            keras.Input((2,)),
+            keras.layers.Dense(2, kernel_initializer="ones", name="hidden"),
+            keras.layers.Dense(1, kernel_initializer="zeros", name="out"),
+        ]
+    )
+    guard = GradientGuard(keras.optimizers.SGD(0.0))  # lr 0: weights stay as built
+    model.compile(optimizer=guard, loss="mse")
+    logger = GradientStatsLogger(guard)
+    x, y = np.ones((4, 2), "float32"), np.ones((4, 1), "float32")
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0, callbacks=[logger])
+    assert [e["largest"] for e in logger.layer_epochs] == [["out", "hidden"]] * 2
+    first = logger.layer_epochs[0]["layers"]
+    assert first["hidden"]["grad_norm_max"] == 0.0
+    # d mse / d out.kernel = 2 * (0 - 1) * hidden output (2, 2): norm 4 * sqrt(2); bias 2.
+    assert first["out"]["grad_norm_max"] == approx(math.sqrt(32 + 4))
+    assert first["hidden"]["weight_norm"] == approx(2.0)  # four ones; biases zero
+    assert logger.layer_max == approx({"out": 6.0, "hidden": 0.0})
+    assert [row["layer"] for row in logger.layer_summary()] == ["out", "hidden"]
+    again = GradientStatsLogger(guard)
+    again.restore(logger.state())
+    assert again.layer_summary() == logger.layer_summary()

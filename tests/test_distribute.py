@@ -79,6 +79,8 @@ def test_two_replicas_match_one_device_for_every_mode(mode):
         np.testing.assert_allclose(a, b, atol=1e-5)
     stats_one, stats_two = read_stats(guard_one), read_stats(guard_two)
     assert stats_two["pre_clip_norm"] == pytest.approx(stats_one["pre_clip_norm"], rel=1e-5)
+    # Each replica records its share of the batch loss; the variable sums them.
+    assert stats_two["batch_loss"] == pytest.approx(stats_one["batch_loss"], rel=1e-5)
     assert stats_two["clipped_steps"] == stats_one["clipped_steps"]
     if mode not in ("none", "autoclip"):
         assert stats_one["clipped_steps"] > 0  # the comparison exercised clipping

@@ -10,6 +10,8 @@ import pytest
 
 from gradguard import GradientGuard
 from gradguard.callbacks import read_stats
+from gradguard.guard_step import Layout
+from tests.conftest import tensorflow_only
 
 NAN, INF = math.nan, math.inf
 
@@ -167,7 +169,7 @@ def test_model_save_and_load_round_trip_keeps_config_and_state(tmp_path):
     loaded = keras.models.load_model(path, safe_mode=True)
     assert isinstance(loaded.optimizer, GradientGuard)
     assert loaded.optimizer.get_config() == guard.get_config()
-    assert read_stats(loaded.optimizer) == read_stats(guard)
+    assert read_stats(loaded.optimizer) == pytest.approx(read_stats(guard), nan_ok=True)
     assert int(loaded.optimizer.iterations.numpy()) == 4
 
 
@@ -194,12 +196,12 @@ def test_step_log_keeps_the_windows_steps_in_order_and_wraps():
     guard.reset_window()
     for grad in ([0.0, 1.0], [6.0, 8.0], [NAN, 0.0]):  # steps 1, 2, 3; the ring keeps 2 and 3
         apply(guard, [grad], [weights])
-    (step_a, pre_a, post_a, bound_a, event_a), (step_b, pre_b, _, _, event_b) = (
-        guard.read_step_log()
-    )
-    assert (step_a, pre_a, post_a, bound_a) == (2, pytest.approx(10.0), pytest.approx(2.0), 2.0)
-    assert step_b == 3 and math.isnan(pre_b)
-    assert (event_a, event_b) == (0, 2)  # ordinary, non-finite
+    row_a, row_b = guard.read_step_log()
+    assert row_a[:4] == (2, pytest.approx(10.0), pytest.approx(2.0), 2.0)
+    assert row_b.step == 3 and math.isnan(row_b.pre_clip_norm)
+    assert (row_a.event, row_b.event) == (0, 2)  # ordinary, non-finite
+    assert list(row_a.layer_norms.values()) == [pytest.approx(10.0)]  # one layer: the global norm
+    assert math.isnan(row_a.batch_loss)  # applied by hand: no trainer recorded a loss
 
 
 def test_spike_detection_by_hand_and_spikes_skipped():
@@ -227,3 +229,87 @@ def test_spikes_are_counted_but_applied_unless_skip_spikes():
     for norm in (1.0, 3.0, 5.0):
         apply(guard, [[norm]], [weights])
     assert read_stats(guard)["spikes"] == 1 and weights.numpy().tolist() == [-9.0]
+
+
+def test_layout_groups_variables_by_layer():
+    class Var:  # only the path matters
+        def __init__(self, path):
+            self.path = path
+
+    paths = ["sequential/conv2d/kernel", "sequential/conv2d/bias", "sequential/dense/kernel"]
+    layout = Layout.of([Var(p) for p in paths])
+    assert layout.layer_names == ("conv2d", "dense")
+    assert layout.layer_of == (0, 0, 1)
+    assert layout.agc_excluded == (False, False, True)
+    assert Layout.of([Var(p) for p in paths], agc_exclude_last=False).agc_excluded == (
+        False,
+        False,
+        False,
+    )
+
+
+def test_per_layer_gradient_and_weight_norms_by_hand():
+    # Layer "a": kernel grad (3, 4), bias grad (0): norm 5; layer "b": grad (12): norm 12.
+    # Global norm 13. Weights: a = ((1, 2), (2)) -> norm 3; b = (4) -> norm 4.
+    a, b = keras.layers.Dense(1, name="a"), keras.layers.Dense(1, use_bias=False, name="b")
+    a.build((None, 2))
+    b.build((None, 1))
+    a.kernel.assign([[1.0], [2.0]])
+    a.bias.assign([2.0])
+    b.kernel.assign([[4.0]])
+    variables = [a.kernel, a.bias, b.kernel]
+    guard = GradientGuard(keras.optimizers.SGD(0.0))
+    for scale in (1.0, 2.0):  # two steps: mean 1.5x, max 2x
+        grads = [[[3.0 * scale], [4.0 * scale]], [0.0], [[12.0 * scale]]]
+        apply(guard, grads, variables)
+    assert guard.layer_names == ("a", "b")
+    stats = guard.read_layer_stats()
+    assert stats["a"] == pytest.approx(
+        {"grad_norm_mean": 7.5, "grad_norm_max": 10.0, "weight_norm": 3.0}
+    )
+    assert stats["b"] == pytest.approx(
+        {"grad_norm_mean": 18.0, "grad_norm_max": 24.0, "weight_norm": 4.0}
+    )
+    assert guard.read_step_log()[-1].layer_norms == pytest.approx({"a": 10.0, "b": 24.0})
+    assert read_stats(guard)["pre_clip_norm"] == pytest.approx(26.0)
+    guard.reset_window()
+    assert guard.read_layer_stats()["b"]["grad_norm_max"] == 0.0
+
+
+def loss_spike_fit(loss_spikes=True):
+    """Batches of one with y = (1, 1, 1, 1, 10) and x = 1 / y, weights at 0, lr 0.
+
+    The mse gradient 2 x (0 - y) has norm 2 on every step, but the batch loss
+    y^2 is (1, 1, 1, 1, 100): only the loss spikes.
+    """
+    y = np.array([[1.0], [1.0], [1.0], [1.0], [10.0]], "float32")
+    model = keras.Sequential(
+        [keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")]
+    )
+    guard = GradientGuard(
+        keras.optimizers.SGD(0.0), spike_window=4, spike_sigma=2.0, loss_spikes=loss_spikes
+    )
+    model.compile(optimizer=guard, loss="mse")
+    model.fit(1.0 / y, y, batch_size=1, epochs=1, shuffle=False, verbose=0)
+    return guard
+
+
+@tensorflow_only
+def test_batch_loss_spikes_are_detected_without_a_gradient_spike():
+    guard = loss_spike_fit()
+    rows = guard.read_step_log()
+    assert [row.batch_loss for row in rows] == pytest.approx([1.0, 1.0, 1.0, 1.0, 100.0])
+    assert [row.pre_clip_norm for row in rows] == pytest.approx([2.0] * 5)
+    assert [row.event for row in rows] == [0, 0, 0, 0, 3]
+    stats = read_stats(guard)
+    assert (stats["loss_spikes"], stats["spikes"], stats["events"]) == (1, 0, 1)
+    # Without loss_spikes the loss is still recorded, but it is no event.
+    quiet = loss_spike_fit(loss_spikes=False)
+    assert quiet.read_step_log()[-1].batch_loss == pytest.approx(100.0)
+    assert read_stats(quiet)["events"] == 0
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX backend only")
+def test_loss_spikes_are_refused_on_jax():
+    with pytest.raises(ValueError, match="loss_spikes=True needs the TensorFlow"):
+        loss_spike_fit()

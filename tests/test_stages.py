@@ -82,6 +82,16 @@ def test_the_four_stages_on_tiny_params(tmp_path, tiny_params_file):
     # 1257 training images x 2 (one copy) / batch 64 = 40 steps per epoch, 2 epochs.
     assert steps[0] == "step\tpre_clip_norm" and len([r for r in steps[1:] if r]) == 80
     assert [int(r.split("\t")[0]) for r in steps[1:] if r] == list(range(80))
+    losses = (tmp_path / "live" / "plots" / "steps" / "batch_loss.tsv").read_text().split()
+    assert len(losses) == 2 + 2 * 80 and all(float(v) > 0 for v in losses[3::2])
+    # Per layer: conv0 (4 filters), hidden (8), classifier; the largest named in the summary.
+    layers = json.loads((tmp_path / "live" / "plots" / "layers.json").read_text())
+    assert {row["layer"] for row in layers} == {"conv0", "hidden", "classifier"}
+    assert summary["run"]["largest_grad_layer"] == layers[0]["layer"]
+    assert layers[0]["grad_norm_max"] == max(row["grad_norm_max"] for row in layers)
+    epochs = json.loads((tmp_path / "live" / "layers.json").read_text())["epochs"]
+    assert [e["epoch"] for e in epochs] == [0, 1]
+    assert sorted(epochs[1]["largest"]) == sorted(row["layer"] for row in layers)
     confusion = json.loads((tmp_path / "plots" / "confusion.json").read_text())["confusion"]
     assert len(confusion) == scores["test_images"]
     assert (tmp_path / "plots" / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
@@ -108,6 +118,10 @@ def test_a_diverged_run_is_a_result_not_a_crash(tmp_path):
     events = json.loads((tmp_path / "live" / "events.json").read_text())["events"]
     assert events and events[0]["step"] == scores["first_nonfinite_step"]
     assert {e["kind"] for e in events} <= {"spike", "nonfinite"}
+    # The non-finite event names the layers whose gradient went NaN/Inf.
+    first = next(e for e in events if e["kind"] == "nonfinite")
+    layers = {"conv0", "conv1", "conv2", "hidden", "classifier"}
+    assert first["nonfinite_layers"] and set(first["nonfinite_layers"]) <= layers
 
 
 @pytest.mark.parametrize(

@@ -48,12 +48,17 @@ def mirrored_strategy(devices: tuple[str, ...]) -> tf.distribute.MirroredStrateg
     return tf.distribute.MirroredStrategy(list(devices))
 
 
+def replicas() -> int:
+    """How many replicas the strategy in force runs in sync (1 without one)."""
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
 def apply(guard, grads: list, trainable_variables: list) -> None:
     """Apply `guard` (a `GradientGuard`) to `grads` under any `tf.distribute` strategy."""
     if tf.distribute.in_cross_replica_context():
         raise ValueError("GradientGuard.apply() must be called in a replica context")
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    if replicas > 1:
+    count = replicas()
+    if count > 1:
         present = [i for i, g in enumerate(grads) if g is not None]
         summed = tf.distribute.get_replica_context().all_reduce(
             tf.distribute.ReduceOp.SUM, [grads[i] for i in present]
@@ -61,8 +66,8 @@ def apply(guard, grads: list, trainable_variables: list) -> None:
         for i, g in zip(present, summed, strict=True):
             grads[i] = g
     clipped, apply_update = guard.stateful_guard_step(grads, trainable_variables)
-    if replicas > 1:
-        clipped = [None if g is None else g / replicas for g in clipped]
+    if count > 1:
+        clipped = [None if g is None else g / count for g in clipped]
 
     inner = guard.inner_optimizer
     if not guard.may_skip:

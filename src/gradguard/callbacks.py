@@ -38,11 +38,15 @@ class GradientStatsLogger(keras.callbacks.Callback):
     finite steps), `clip_fraction` (share of the epoch's finite steps that
     clipping changed), `skipped_steps` (running total).
 
+    Per layer it keeps, each epoch, the mean and max pre-clip gradient norm, the
+    weight norm and the layers ranked by mean gradient norm (`layer_epochs`),
+    and the largest gradient norm of each layer over the run (`layer_max`).
+
     Args:
         guard: the `GradientGuard` the model trains with.
         on_step_log: called at each epoch's end with the epoch's per-step rows
-            (global step, pre-clip norm, post-clip norm, threshold), read from
-            the device in one transfer (`GradientGuard.read_step_log`).
+            (`gradguard.guard.StepRow`), read from the device in one transfer
+            (`GradientGuard.read_step_log`).
     """
 
     def __init__(self, guard, on_step_log=None):
@@ -52,6 +56,8 @@ class GradientStatsLogger(keras.callbacks.Callback):
         self.max_grad_norm = 0.0
         self.clipped_steps = 0
         self.steps = 0
+        self.layer_epochs: list[dict] = []
+        self.layer_max: dict[str, float] = {}
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.guard.built:
@@ -69,6 +75,11 @@ class GradientStatsLogger(keras.callbacks.Callback):
         self.max_grad_norm = max(self.max_grad_norm, epoch_logs["grad_norm_max"])
         self.clipped_steps += stats["window_clipped"]
         self.steps += steps
+        layers = self.guard.read_layer_stats()
+        ranked = sorted(layers, key=lambda name: -layers[name]["grad_norm_mean"])
+        self.layer_epochs.append({"epoch": epoch, "largest": ranked, "layers": layers})
+        for name, values in layers.items():
+            self.layer_max[name] = max(self.layer_max.get(name, 0.0), values["grad_norm_max"])
         if logs is not None:
             logs.update(epoch_logs)
         if self.on_step_log is not None:
@@ -80,13 +91,28 @@ class GradientStatsLogger(keras.callbacks.Callback):
             "max_grad_norm": self.max_grad_norm,
             "clipped_steps": self.clipped_steps,
             "steps": self.steps,
+            "layer_epochs": self.layer_epochs,
+            "layer_max": self.layer_max,
         }
 
     def restore(self, state: dict) -> None:
         """Continue the running totals of `state()` (an empty dict changes nothing)."""
-        self.max_grad_norm = state.get("max_grad_norm", self.max_grad_norm)
-        self.clipped_steps = state.get("clipped_steps", self.clipped_steps)
-        self.steps = state.get("steps", self.steps)
+        for key, value in state.items():
+            setattr(self, key, value)
+
+    def layer_summary(self) -> list[dict]:
+        """Per layer, largest gradient norm first: the run's max, last epoch's mean, weight norm."""
+        last = self.layer_epochs[-1]["layers"] if self.layer_epochs else {}
+        rows = [
+            {
+                "layer": name,
+                "grad_norm_max": peak,
+                "grad_norm_mean": last.get(name, {}).get("grad_norm_mean", 0.0),
+                "weight_norm": last.get(name, {}).get("weight_norm", 0.0),
+            }
+            for name, peak in self.layer_max.items()
+        ]
+        return sorted(rows, key=lambda row: -row["grad_norm_max"])
 
     @property
     def clip_fraction(self) -> float:

@@ -19,6 +19,24 @@ AGC_EPS = 1e-3
 _TINY = 1e-12  # guards divisions by a norm that may be exactly zero
 
 
+def group_square_sums(grads: Sequence, group_of: Sequence[int], n_groups: int) -> object:
+    """Sum of squared gradient entries per group (e.g. per layer): a float32 vector.
+
+    `sqrt` of it gives each group's L2 norm; `sqrt` of its sum, the global norm.
+
+    Args:
+        grads: gradient tensors; None entries are ignored.
+        group_of: the group index of each gradient.
+        n_groups: how many groups there are (a group without gradients sums to 0).
+    """
+    sums = [[] for _ in range(n_groups)]
+    for g, group in zip(grads, group_of, strict=True):
+        if g is not None:
+            sums[group].append(ops.sum(ops.square(ops.cast(g, "float32"))))
+    zero = ops.convert_to_tensor(0.0, "float32")
+    return ops.stack([ops.sum(ops.stack(s)) if s else zero for s in sums] or [zero])[:n_groups]
+
+
 def global_norm(grads: Sequence) -> object:
     """L2 norm of all gradients taken together: sqrt(sum_i ||g_i||^2).
 

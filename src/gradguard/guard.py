@@ -9,11 +9,13 @@ serialises that inner optimizer in `get_config`. The math of a step lives in
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import keras
+import numpy as np
 from keras import backend, ops
 
-from gradguard.guard_step import GuardConfig, guard_step, state_specs
+from gradguard.guard_step import STEP_LOG_COLUMNS, GuardConfig, Layout, guard_step, state_specs
 
 # Arguments of `keras.optimizers.Optimizer` that act on the update itself; they
 # belong to the inner optimizer (with their defaults, for deserialisation).
@@ -30,6 +32,18 @@ _INNER_ARGS = {
     "gradient_accumulation_steps": None,
 }
 _SETTINGS = {field.name for field in dataclasses.fields(GuardConfig)}
+
+
+class StepRow(NamedTuple):
+    """One step of `GradientGuard.read_step_log`."""
+
+    step: int  # the guard's global step (skipped updates count)
+    pre_clip_norm: float
+    post_clip_norm: float
+    threshold: float  # the global-norm bound in force (inf: none)
+    event: int  # 0 ordinary, 1 gradient-norm spike, 2 non-finite, 3 batch-loss spike
+    batch_loss: float  # NaN where the trainer does not hand the loss over (JAX)
+    layer_norms: dict  # layer name -> its pre-clip gradient norm
 
 
 @keras.saving.register_keras_serializable(package="gradguard")
@@ -73,6 +87,11 @@ class GradientGuard(keras.optimizers.Optimizer):
         spike_window, spike_sigma: a finite norm above mean + spike_sigma * std of
             the last spike_window norms is a spike (counted in `spikes`).
         skip_spikes: skip the update of a spike step too, as a non-finite one.
+        loss_spikes: also call a step a spike when its batch loss (not Keras's
+            running mean) is above the same band of its own window. The trainer
+            hands the loss over through `scale_loss`, which the TensorFlow and
+            PyTorch trainers call statefully; JAX's does not, so it is refused there
+            (and a `LossScaleOptimizer` around the guard does not pass it on).
         name: the optimizer's name.
 
     Raises:
@@ -125,27 +144,47 @@ class GradientGuard(keras.optimizers.Optimizer):
     def build(self, var_list):
         if self.built:
             return
+        if self.config.loss_spikes and backend.backend() == "jax":
+            raise ValueError(
+                "GradientGuard loss_spikes=True needs the TensorFlow or PyTorch backend: "
+                "the JAX trainer does not hand the batch loss to the optimizer"
+            )
+        self.layout = Layout.of(var_list, self.config.agc_exclude_last)
         self._state = {}
-        for key, (dtype, value, *shape) in state_specs(self.config).items():
+        for key, (dtype, value, *shape) in state_specs(self.config, self.layout).items():
             self._state[key] = self.add_variable(
                 shape=shape[0] if shape else (),
                 dtype=dtype,
                 initializer=keras.initializers.Constant(value),
-                # Every replica computes the same all-reduced statistics.
-                aggregation="only_first_replica",
+                # Every replica computes the same all-reduced statistics; the batch
+                # loss is the mean of the replicas' local losses.
+                aggregation="mean" if key == "batch_loss" else "only_first_replica",
                 name=key,
             )
-        last_layer = var_list[-1].path.rsplit("/", 1)[0] if var_list else None
-        self._agc_excluded = [
-            self.config.agc_exclude_last and v.path.rsplit("/", 1)[0] == last_layer
-            for v in var_list
-        ]
         self.inner_optimizer.build(var_list)
         super().build(var_list)
 
     @property
     def variables(self):
         return self._variables + self.inner_optimizer.variables
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        """The layers of the trainable variables, in order (after `build`)."""
+        return self.layout.layer_names
+
+    def scale_loss(self, loss):
+        """Record the batch loss for the step to come (the trainers call this each step)."""
+        # JAX's trainer calls this inside a stateless scope it throws away: no point.
+        if self.built and backend.backend() != "jax":
+            local = ops.cast(loss, "float32")
+            if backend.backend() == "tensorflow":
+                from gradguard import _tf_distribute
+
+                # Keras hands each replica its loss divided by the replica count.
+                local = local * _tf_distribute.replicas()
+            self._state["batch_loss"].assign(local)
+        return loss
 
     @property
     def stats(self) -> dict:
@@ -160,14 +199,39 @@ class GradientGuard(keras.optimizers.Optimizer):
             "window_steps",
             "window_clipped",
             "step_log_count",
+            "window_layer_norm_sum",
+            "window_layer_norm_max",
         ):
-            self._state[key].assign(ops.zeros((), self._state[key].dtype))
+            var = self._state[key]
+            var.assign(ops.zeros(var.shape, var.dtype))
 
-    def read_step_log(self) -> list[tuple[int, float, float, float, int]]:
-        """The window's steps as (global step, pre-clip, post-clip, threshold, event).
+    def read_layer_stats(self) -> dict[str, dict[str, float]]:
+        """Per layer: the window's mean and max pre-clip gradient norm, and the weight norm.
 
-        One host read. `event` is 0 for an ordinary step, 1 for a spike, 2 for a
-        non-finite gradient.
+        Layers are in `layer_names` order; a few host reads of one number per layer.
+        """
+        steps = max(int(ops.convert_to_numpy(self._state["window_steps"].value)), 1)
+        sums = ops.convert_to_numpy(self._state["window_layer_norm_sum"].value)
+        maxes = ops.convert_to_numpy(self._state["window_layer_norm_max"].value)
+        squares = [
+            ops.sum(ops.square(ops.cast(v.value, "float32"))) for v in self._trainable_variables
+        ]
+        weight_squares = np.zeros(len(self.layer_names))
+        for layer, value in zip(
+            self.layout.layer_of, ops.convert_to_numpy(ops.stack(squares)), strict=True
+        ):
+            weight_squares[layer] += value
+        return {
+            name: {
+                "grad_norm_mean": float(sums[i]) / steps,
+                "grad_norm_max": float(maxes[i]),
+                "weight_norm": float(np.sqrt(weight_squares[i])),
+            }
+            for i, name in enumerate(self.layer_names)
+        }
+
+    def read_step_log(self) -> list[StepRow]:
+        """The window's steps as `StepRow`s, oldest first (one host read).
 
         Global steps count every update the guard saw, skipped ones included, so
         they continue across epochs and resumed runs.
@@ -179,8 +243,15 @@ class GradientGuard(keras.optimizers.Optimizer):
         kept = min(count, size)
         order = [(count - kept + i) % size for i in range(kept)]
         first = total - kept
+        n = len(STEP_LOG_COLUMNS)
         return [
-            (first + i, *map(float, rows[slot][:3]), int(rows[slot][3]))
+            StepRow(
+                first + i,
+                *map(float, rows[slot][:3]),
+                int(rows[slot][3]),
+                float(rows[slot][4]),
+                dict(zip(self.layer_names, map(float, rows[slot][n:]), strict=True)),
+            )
             for i, slot in enumerate(order)
         ]
 
@@ -219,7 +290,7 @@ class GradientGuard(keras.optimizers.Optimizer):
         state = {key: own[index[id(var)]] for key, var in self._state.items()}
         step = index[id(self._iterations)]
         clipped, apply_update, new_state = guard_step(
-            self.config, state, grads, trainable_variables, own[step], self._agc_excluded
+            self.config, self.layout, state, grads, trainable_variables, own[step]
         )
         new_weights, new_inner = self.inner_optimizer.stateless_apply(
             inner, clipped, trainable_variables
@@ -259,11 +330,11 @@ class GradientGuard(keras.optimizers.Optimizer):
         state = {key: var.value for key, var in self._state.items()}
         clipped, apply_update, new_state = guard_step(
             self.config,
+            self.layout,
             state,
             grads,
             [v.value for v in trainable_variables],
             self._iterations.value,
-            self._agc_excluded,
         )
         for key, var in self._state.items():
             var.assign(ops.cast(new_state[key], var.dtype))

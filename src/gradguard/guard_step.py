@@ -28,6 +28,9 @@ STATS = {
     "first_nonfinite_step": ("int32", -1),  # step of the first NaN/Inf gradient
     "diverged": ("int32", 0),  # 1 once an update went non-finite or skips ran out
     "spikes": ("int32", 0),  # finite steps whose norm was a spike (see gradguard.detection)
+    "loss_spikes": ("int32", 0),  # steps whose batch loss was a spike (`loss_spikes=True`)
+    # The batch loss the trainer handed to `scale_loss` (NaN where it does not: JAX).
+    "batch_loss": ("float32", float("nan")),
     "events": ("int32", 0),  # spikes + non-finite steps: what recovery policies react to
     # Window accumulators, reset by `reset_window` (e.g. each epoch): no host sync per step.
     "window_norm_sum": ("float32", 0.0),
@@ -57,6 +60,7 @@ class GuardConfig:
     spike_window: int = 128
     spike_sigma: float = 6.0
     skip_spikes: bool = False
+    loss_spikes: bool = False
 
     def __post_init__(self):
         if self.mode == "auto":
@@ -96,13 +100,54 @@ class GuardConfig:
                 raise ValueError(f"GradientGuard {key}={getattr(self, key)!r}; expected {allowed}")
 
 
-def state_specs(config: GuardConfig) -> dict:
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """What the guard knows of the trainable variables: which layer each belongs to.
+
+    A layer is a variable's path without its last part ("sequential/conv2d" for
+    "sequential/conv2d/kernel"); its name drops the outermost model's prefix.
+    """
+
+    layer_of: tuple[int, ...]  # index of each variable's layer in `layer_names`
+    layer_names: tuple[str, ...]
+    agc_excluded: tuple[bool, ...]  # variables AGC leaves alone (the last layer's)
+
+    @classmethod
+    def of(cls, variables: Sequence, agc_exclude_last: bool = True) -> Layout:
+        keys = [v.path.rsplit("/", 1)[0] if "/" in v.path else v.path for v in variables]
+        unique = list(dict.fromkeys(keys))
+        names = [k.split("/", 1)[1] if k.count("/") else k for k in unique]
+        if len(set(names)) < len(names):  # stripping the prefix made two alike
+            names = unique
+        return cls(
+            layer_of=tuple(unique.index(k) for k in keys),
+            layer_names=tuple(names),
+            agc_excluded=tuple(agc_exclude_last and k == keys[-1] for k in keys),
+        )
+
+
+# The step log's `event` codes.
+EVENTS = {"spike": 1.0, "nonfinite": 2.0, "loss_spike": 3.0}
+
+# Columns of the step log, before one column per layer (that layer's gradient norm).
+STEP_LOG_COLUMNS = ("pre_clip_norm", "post_clip_norm", "threshold", "event", "batch_loss")
+
+
+def state_specs(config: GuardConfig, layout: Layout) -> dict:
     """The guard's variables: name -> (dtype, initial value[, shape])."""
     specs = dict(STATS)
-    # Per-step (pre-clip norm, post-clip norm, threshold) of the current window, a ring.
-    specs["step_log"] = ("float32", 0.0, (config.step_log_size, 4))
+    n_layers = len(layout.layer_names)
+    # Per-step rows of STEP_LOG_COLUMNS + per-layer norms for the current window, a ring.
+    width = len(STEP_LOG_COLUMNS) + n_layers
+    specs["step_log"] = ("float32", 0.0, (config.step_log_size, width))
+    # Per-layer pre-clip gradient norm over the window's finite steps: sum and max.
+    specs["window_layer_norm_sum"] = ("float32", 0.0, (n_layers,))
+    specs["window_layer_norm_max"] = ("float32", 0.0, (n_layers,))
     specs["spike_history"] = ("float32", 0.0, (config.spike_window,))
     specs["spike_count"] = ("int32", 0)
+    if config.loss_spikes:
+        specs["loss_spike_history"] = ("float32", 0.0, (config.spike_window,))
+        specs["loss_spike_count"] = ("int32", 0)
     specs["step_log_count"] = ("int32", 0)
     if config.mode == "autoclip":
         specs["autoclip_history"] = ("float32", 0.0, (config.autoclip_window,))
@@ -151,16 +196,18 @@ def clip(
 
 def guard_step(
     config: GuardConfig,
+    layout: Layout,
     state: dict,
     grads: Sequence,
     weights: Sequence,
     step,
-    agc_excluded: Sequence[bool],
 ):
     """One step of the guard on plain tensors.
 
     Args:
-        state: current values of `stats` (and the mode's own state) by name.
+        layout: the variables' layers.
+        state: current values of `stats` (and the mode's own state) by name;
+            `batch_loss` is this step's loss where the trainer recorded it.
         grads: the (already all-reduced) gradients.
         weights: the current values of the trainable variables.
         step: how many updates the guard saw before this one (skipped ones too).
@@ -170,9 +217,11 @@ def guard_step(
         scalar, False when this update must be skipped.
     """
     grads = list(grads)
-    pre = clipping.global_norm(grads)
+    layer_squares = clipping.group_square_sums(grads, layout.layer_of, len(layout.layer_names))
+    layer_norms = ops.sqrt(layer_squares)
+    pre = ops.sqrt(ops.sum(layer_squares))
     finite = ops.logical_and(clipping.all_finite(grads), ops.isfinite(pre))
-    clipped, threshold, mode_updates = clip(config, state, grads, weights, pre, agc_excluded)
+    clipped, threshold, mode_updates = clip(config, state, grads, weights, pre, layout.agc_excluded)
     post = clipping.global_norm(clipped)
 
     new = dict(state)
@@ -183,11 +232,26 @@ def guard_step(
     is_spike, spike_state = detection.spike_check(
         SpikeState(state["spike_history"], state["spike_count"]), pre, finite, config.spike_sigma
     )
+    loss = ops.cast(state["batch_loss"], "float32")
+    is_loss_spike = ops.convert_to_tensor(False)
+    if config.loss_spikes:
+        is_loss_spike, loss_state = detection.spike_check(
+            SpikeState(state["loss_spike_history"], state["loss_spike_count"]),
+            loss,
+            ops.logical_and(finite, ops.isfinite(loss)),
+            config.spike_sigma,
+        )
+        new.update(loss_spike_history=loss_state.history, loss_spike_count=loss_state.count)
+    any_spike = ops.logical_or(is_spike, is_loss_spike)
     skip = ops.logical_or(
         ops.logical_and(ops.logical_not(finite), config.skip_nonfinite),
-        ops.logical_and(is_spike, config.skip_spikes),
+        ops.logical_and(any_spike, config.skip_spikes),
     )
-    event = ops.where(ops.logical_not(finite), 2.0, ops.where(is_spike, 1.0, 0.0))
+    event = ops.where(
+        ops.logical_not(finite),
+        EVENTS["nonfinite"],
+        ops.where(is_spike, EVENTS["spike"], ops.where(is_loss_spike, EVENTS["loss_spike"], 0.0)),
+    )
     consecutive = ops.where(finite, 0, state["consecutive_skips"] + 1)
     step = ops.cast(step, "int32")
     new.update(
@@ -215,16 +279,23 @@ def guard_step(
         window_norm_max=ops.maximum(state["window_norm_max"], ops.where(finite, pre, 0.0)),
         window_steps=state["window_steps"] + as_int(finite),
         window_clipped=state["window_clipped"] + as_int(was_clipped),
+        window_layer_norm_sum=state["window_layer_norm_sum"] + ops.where(finite, layer_norms, 0.0),
+        window_layer_norm_max=ops.maximum(
+            state["window_layer_norm_max"], ops.where(finite, layer_norms, 0.0)
+        ),
     )
     slot = ops.mod(state["step_log_count"], config.step_log_size)
-    row = ops.stack([pre, post, ops.cast(threshold, "float32"), event])
+    row = ops.concatenate(
+        [ops.stack([pre, post, ops.cast(threshold, "float32"), event, loss]), layer_norms]
+    )
     hit = ops.expand_dims(ops.equal(ops.arange(config.step_log_size), slot), 1)
     new.update(
         step_log=ops.where(hit, ops.expand_dims(row, 0), state["step_log"]),
         spike_history=spike_state.history,
         spike_count=spike_state.count,
         spikes=state["spikes"] + as_int(is_spike),
-        events=state["events"] + as_int(ops.logical_or(is_spike, ops.logical_not(finite))),
+        loss_spikes=state["loss_spikes"] + as_int(is_loss_spike),
+        events=state["events"] + as_int(ops.logical_or(any_spike, ops.logical_not(finite))),
         step_log_count=state["step_log_count"] + 1,
     )
     return clipped, ops.logical_not(skip), new

@@ -142,6 +142,7 @@ def build_optimizer(params: Params) -> GradientGuard:
         spike_window=params.train.spike_window,
         spike_sigma=params.train.spike_sigma,
         skip_spikes=params.train.on_explosion in ("skip", "rollback"),
+        loss_spikes=params.train.loss_spikes,
     )
 
 

@@ -136,6 +136,7 @@ class TrainParams:
     on_explosion: Literal["none", "stop", "skip", "rollback"] = "none"  # reaction to a spike
     spike_window: int = 128  # gradient norms in the spike detector's rolling window
     spike_sigma: float = 6.0  # a norm above mean + spike_sigma * std of the window is a spike
+    loss_spikes: bool = False  # the batch loss above the same band of its own window: a spike
     snapshot_every: int = 50  # rollback: updates between snapshots of weights and optimizer
     lr_backoff: float = 0.5  # rollback: learning-rate factor at each rollback
     max_rollbacks: int = 3  # rollback: then the run stops as diverged
@@ -152,6 +153,13 @@ class TrainParams:
         _check(self.patience >= 0, "train.patience", self.patience, "an integer >= 0")
         _check(self.spike_window >= 2, "train.spike_window", self.spike_window, "an integer >= 2")
         _positive("train.spike_sigma", self.spike_sigma)
+        _check(
+            not (self.loss_spikes and self.mixed_precision),
+            "train.loss_spikes",
+            self.loss_spikes,
+            "false with train.mixed_precision=true (Keras's loss-scale optimizer keeps "
+            "the batch loss from GradientGuard)",
+        )
         _check(
             self.snapshot_every >= 1, "train.snapshot_every", self.snapshot_every, "an integer >= 1"
         )

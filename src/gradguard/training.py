@@ -88,6 +88,10 @@ class TrainResult:
     resumed_from_epoch: int | None
     wall_time_s: float
     recovery_events: list = dataclasses.field(default_factory=list)  # stops and rollbacks
+    # Per layer, largest gradient norm first (`GradientStatsLogger.layer_summary`).
+    layers: list = dataclasses.field(default_factory=list)
+    # Per epoch: each layer's gradient and weight norms (`GradientStatsLogger.layer_epochs`).
+    layer_epochs: list = dataclasses.field(default_factory=list)
 
 
 def fit(
@@ -221,5 +225,7 @@ def fit(
         resumed_from_epoch=initial_epoch or None,
         wall_time_s=round(time.perf_counter() - started, 3),
         recovery_events=recovery.events,
+        layers=stats_logger.layer_summary(),
+        layer_epochs=stats_logger.layer_epochs,
     )
     return model, result
