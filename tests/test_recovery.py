@@ -26,13 +26,13 @@ def data(poison: str, at_batch: int = 10, batches: int = 16):
     return x, y
 
 
-def train(policy, poison, epochs=1, **kwargs):
+def train(policy, poison, epochs=1, inner=None, **kwargs):
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [keras.Input((2,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")]
     )
     guard = GradientGuard(
-        keras.optimizers.SGD(0.1),
+        inner or keras.optimizers.SGD(0.1),
         spike_window=16,
         spike_sigma=6.0,
         skip_spikes=policy in ("skip", "rollback"),
@@ -84,3 +84,12 @@ def test_skip_drops_only_the_offending_update():
 def test_an_unknown_policy_is_refused():
     with pytest.raises(ValueError, match="policy='retry'"):
         ExplosionRecovery(None, "retry")
+
+
+def test_rollback_restores_adam_moments_built_lazily():
+    # TensorFlow builds the optimizer only when it traces the first step; the snapshot
+    # taken as training begins must hold Adam's moments all the same.
+    weights, guard, recovery = train("rollback", "nan", inner=keras.optimizers.Adam(0.1))
+    assert recovery.rollbacks == 1 and np.isfinite(weights).all()
+    _, _, slots = recovery._snapshot
+    assert len(slots) == len(guard.inner_optimizer.variables) == 4  # iterations, lr, m, v

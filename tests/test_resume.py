@@ -6,6 +6,7 @@ import csv
 import json
 
 import keras
+import numpy as np
 import pytest
 from dvclive import Live
 from dvclive.keras import DVCLiveCallback
@@ -103,3 +104,43 @@ def test_other_params_never_resume_another_runs_state(small, tmp_path):
     assert run_fingerprint(other, *train, *val) != run_fingerprint(params, *train, *val)
     result = run(other, train, val, tmp_path)
     assert result.resumed_from_epoch is None and result.epochs == 2
+
+
+def test_a_resumed_rollback_run_keeps_its_snapshot_and_counts(small, tmp_path):
+    # One NaN image: the batch holding it is non-finite once per epoch, so each epoch
+    # rolls back once (update skipped, snapshot restored, learning rate halved).
+    _, train, val = small
+    params = parse_params(
+        {
+            "seed": 3,
+            "model": {"filters": [4], "dense": 8, "dropout": 0.0},
+            "train": {
+                "epochs": 4,
+                "patience": 4,
+                "batch_size": 128,
+                "on_explosion": "rollback",
+                "snapshot_every": 3,
+                "max_rollbacks": 5,
+            },
+        }
+    )
+    x = train[0].copy()
+    x[5] = float("nan")
+    train = (x, train[1])
+    with pytest.raises(KeyboardInterrupt):
+        run(params, train, val, tmp_path, interrupt_at=2)
+    folder = next((tmp_path / "resume").glob("*"))
+    state = json.loads((folder / "state.json").read_text())["recovery"]
+    assert state["rollbacks"] == 2 and [e["kind"] for e in state["events"]] == ["rollback"] * 2
+    saved = ResumeState(tmp_path / "resume", folder.name).load_arrays()
+    weights = sorted(k for k in saved if k.startswith("weight_"))
+    assert len(weights) == 6  # conv kernel+bias, hidden kernel+bias, classifier kernel+bias
+    assert state["snapshot_step"] is not None
+    assert all(np.isfinite(saved[k]).all() for k in saved)
+
+    result = run(params, train, val, tmp_path)
+    assert result.resumed_from_epoch == 2
+    assert result.rollbacks == 4  # counted across the restart
+    steps = [e["step"] for e in result.recovery_events]
+    assert len(steps) == 4 and steps == sorted(steps)
+    assert not result.diverged

@@ -3,8 +3,9 @@
 `GradientGuard` detects spikes and non-finite steps on the device and (with
 `skip_spikes`/`skip_nonfinite`) skips their updates. This callback reacts to
 its `events` counter: `stop` ends the run as diverged; `rollback` restores the
-weights and the inner optimizer's state from the last in-memory snapshot (taken
-every `snapshot_every` updates), multiplies the learning rate by `lr_backoff`,
+weights and the inner optimizer's state from the last snapshot (taken in memory
+every `snapshot_every` updates, and handed to the resume state with `state()` and
+`snapshot_arrays()`), multiplies the learning rate by `lr_backoff`,
 and goes on with the batches after the offending ones (they are not replayed),
 at most `max_rollbacks` times, then stops. That is PaLM's recipe (restart ~100
 steps earlier, skip the batches around the spike) inside one `fit`.
@@ -58,6 +59,29 @@ class ExplosionRecovery(keras.callbacks.Callback):
         self._events_seen = 0
         self._snapshot = None
 
+    def state(self) -> dict:
+        """What to persist beside `snapshot_arrays()` so a resumed run goes on (JSON-able)."""
+        step = self._snapshot[0] if self._snapshot else None
+        return {"rollbacks": self.rollbacks, "events": self.events, "snapshot_step": step}
+
+    def snapshot_arrays(self) -> dict:
+        """The last snapshot as named arrays (`weight_000`..., `slot_000`...); {} if none."""
+        if self._snapshot is None:
+            return {}
+        _, weights, slots = self._snapshot
+        return {
+            **{f"weight_{i:03d}": w for i, w in enumerate(weights)},
+            **{f"slot_{i:03d}": v for i, v in enumerate(slots)},
+        }
+
+    def restore(self, state: dict, arrays: dict) -> None:
+        """Go on from `state()` and `snapshot_arrays()` of an interrupted run."""
+        self.rollbacks = state.get("rollbacks", 0)
+        self.events = list(state.get("events", []))
+        if arrays and state.get("snapshot_step") is not None:
+            pick = lambda prefix: [arrays[k] for k in sorted(arrays) if k.startswith(prefix)]  # noqa: E731
+            self._snapshot = (state["snapshot_step"], pick("weight_"), pick("slot_"))
+
     def _take_snapshot(self, step: int) -> None:
         inner = self.guard.inner_optimizer
         self._snapshot = (
@@ -67,10 +91,16 @@ class ExplosionRecovery(keras.callbacks.Callback):
         )
 
     def on_train_begin(self, logs=None):
-        if self.policy in ("stop", "rollback") and self.guard.built:
-            self._events_seen = read_mid_epoch(None, self.guard, "events")
-        if self.policy == "rollback":
-            self._take_snapshot(self.guard.updates_seen if self.guard.built else 0)
+        if self.policy not in ("stop", "rollback"):
+            return
+        if not self.guard.built:
+            # TensorFlow without a strategy builds the optimizer when it traces the first
+            # step; the first snapshot needs its slots (Adam's moments) now.
+            with keras.name_scope(self.guard.name, caller=self.guard):
+                self.guard.build(self.model.trainable_variables)
+        self._events_seen = read_mid_epoch(None, self.guard, "events")
+        if self.policy == "rollback" and self._snapshot is None:  # else: restored
+            self._take_snapshot(self.guard.updates_seen)
 
     def on_train_batch_end(self, batch, logs=None):
         if self.policy not in ("stop", "rollback") or self.stopped:

@@ -16,10 +16,12 @@ import shutil
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from gradguard.io import atomic_path, write_json
 
 _STATE = "state.json"
+_ARRAYS = "arrays.npz"
 
 
 class ResumeState:
@@ -48,6 +50,14 @@ class ResumeState:
             shutil.copytree(self.folder / "live", live_dir)
         return state
 
+    def load_arrays(self) -> dict:
+        """The arrays saved with the state (e.g. a rollback snapshot); {} if none."""
+        path = self.folder / _ARRAYS
+        if not path.is_file():
+            return {}
+        with np.load(path, allow_pickle=False) as saved:
+            return {key: saved[key] for key in saved.files}
+
     def load_model(self) -> keras.Model:
         """The model (with optimizer state) as of the last completed epoch."""
         from gradguard.models import load_model
@@ -74,14 +84,18 @@ class SaveResumeState(keras.callbacks.Callback):
         checkpointer: the `ModelCheckpoint`, for its best value.
         early_stopping: the `EarlyStopping`, for its counter, best value and epoch.
         extras: returns more JSON-able state to keep (e.g. running statistics).
+        arrays: returns named arrays to keep (e.g. a rollback snapshot), read back
+            with `ResumeState.load_arrays`.
     """
 
-    def __init__(self, state, checkpoint, live_dir, checkpointer, early_stopping, extras=None):
+    def __init__(
+        self, state, checkpoint, live_dir, checkpointer, early_stopping, extras=None, arrays=None
+    ):
         super().__init__()
         self.state = state
         self.checkpoint, self.live_dir = Path(checkpoint), Path(live_dir)
         self.checkpointer, self.early_stopping = checkpointer, early_stopping
-        self.extras = extras or dict
+        self.extras, self.arrays = extras or dict, arrays or dict
 
     def on_epoch_end(self, epoch, logs=None):
         with atomic_path(self.state.folder) as folder:
@@ -91,6 +105,9 @@ class SaveResumeState(keras.callbacks.Callback):
                 shutil.copyfile(self.checkpoint, folder / "best.keras")
             if self.live_dir.is_dir():
                 shutil.copytree(self.live_dir, folder / "live")
+            arrays = self.arrays()
+            if arrays:
+                np.savez(folder / _ARRAYS, **arrays)
             stopping = self.early_stopping
             write_json(
                 folder / _STATE,

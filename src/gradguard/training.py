@@ -175,6 +175,7 @@ def fit(
     recovery = ExplosionRecovery(
         guard, knobs.on_explosion, knobs.snapshot_every, knobs.lr_backoff, knobs.max_rollbacks
     )
+    recovery.restore(saved.get("recovery", {}), resume.load_arrays() if saved else {})
     callbacks = [
         stats_logger,
         *extra_callbacks,
@@ -188,7 +189,8 @@ def fit(
             live_dir,
             checkpointer,
             early_stopping,
-            extras=lambda: {"gradient_stats": stats_logger.state()},
+            extras=lambda: {"gradient_stats": stats_logger.state(), "recovery": recovery.state()},
+            arrays=recovery.snapshot_arrays,
         ),
     ]
     initial_epoch = saved["epoch"] + 1 if saved else 0
