@@ -69,3 +69,12 @@ def test_build_optimizer_wraps_the_named_optimizer_with_the_params_mode():
     assert isinstance(guard.inner_optimizer, keras.optimizers.SGD)
     assert guard.inner_optimizer.momentum == 0.9
     assert float(guard.learning_rate.numpy()) == pytest.approx(0.05)
+
+
+def test_build_optimizer_carries_the_spike_settings():
+    params = parse_params(
+        {"train": {"on_explosion": "rollback", "loss_spikes": True, "spike_sigma": 4.0}}
+    )
+    config = build_optimizer(params).config
+    assert (config.skip_spikes, config.loss_spikes, config.spike_sigma) == (True, True, 4.0)
+    assert build_optimizer(parse_params({})).config.loss_spikes is False

@@ -84,6 +84,7 @@ class TrainResult:
     clip_fraction: float  # share of finite steps that clipping changed
     skipped_steps: int
     spikes: int  # gradient-norm spikes detected (see gradguard.detection)
+    loss_spikes: int  # batch-loss spikes detected (`train.loss_spikes`)
     rollbacks: int  # rollbacks made by the `rollback` policy
     resumed_from_epoch: int | None
     wall_time_s: float
@@ -223,6 +224,7 @@ def fit(
         clip_fraction=stats_logger.clip_fraction,
         skipped_steps=stats["skipped_steps"],
         spikes=stats["spikes"],
+        loss_spikes=stats["loss_spikes"],
         rollbacks=recovery.rollbacks,
         resumed_from_epoch=initial_epoch or None,
         wall_time_s=round(time.perf_counter() - started, 3),
