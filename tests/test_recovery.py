@@ -93,3 +93,16 @@ def test_rollback_restores_adam_moments_built_lazily():
     assert recovery.rollbacks == 1 and np.isfinite(weights).all()
     _, _, slots = recovery._snapshot
     assert len(slots) == len(guard.inner_optimizer.variables) == 4  # iterations, lr, m, v
+
+
+def test_state_and_snapshot_round_trip_for_a_resumed_run():
+    _, guard, recovery = train("rollback", "nan", epochs=2, max_rollbacks=5)
+    arrays = recovery.snapshot_arrays()
+    assert sorted(arrays) == ["slot_000", "slot_001", "weight_000"]  # SGD: iterations, lr
+    resumed = ExplosionRecovery(guard, "rollback", snapshot_every=4)
+    resumed.restore(recovery.state(), dict(reversed(arrays.items())))  # order-proof
+    step, weights, slots = resumed._snapshot
+    assert step == recovery._snapshot[0] and resumed.rollbacks == recovery.rollbacks == 2
+    np.testing.assert_array_equal(weights[0], recovery._snapshot[1][0])
+    assert [float(s) for s in slots] == [float(s) for s in recovery._snapshot[2]]
+    assert resumed.events == recovery.events

@@ -79,7 +79,11 @@ class ExplosionRecovery(keras.callbacks.Callback):
         self.rollbacks = state.get("rollbacks", 0)
         self.events = list(state.get("events", []))
         if arrays and state.get("snapshot_step") is not None:
-            pick = lambda prefix: [arrays[k] for k in sorted(arrays) if k.startswith(prefix)]  # noqa: E731
+
+            def pick(prefix):
+                keys = [k for k in arrays if k.startswith(prefix)]
+                return [arrays[k] for k in sorted(keys, key=lambda k: int(k[len(prefix) :]))]
+
             self._snapshot = (state["snapshot_step"], pick("weight_"), pick("slot_"))
 
     def _take_snapshot(self, step: int) -> None:
