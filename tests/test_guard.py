@@ -313,3 +313,18 @@ def test_batch_loss_spikes_are_detected_without_a_gradient_spike():
 def test_loss_spikes_are_refused_on_jax():
     with pytest.raises(ValueError, match="loss_spikes=True needs the TensorFlow"):
         loss_spike_fit()
+
+
+def test_an_unclipped_step_is_never_counted_as_clipped():
+    # Pre- and post-clip norms must be summed in the same order, or float rounding alone
+    # makes post < pre on some steps and "none" reports a clip fraction above 0.
+    rng = np.random.default_rng(0)
+    variables = []
+    for units, inputs in ((8, 9), (16, 72), (32, 400), (10, 32)):  # kernel and bias each
+        layer = keras.layers.Dense(units)
+        layer.build((None, inputs))
+        variables += [layer.kernel, layer.bias]
+    guard = GradientGuard(keras.optimizers.SGD(0.0))
+    for _ in range(30):
+        apply(guard, [rng.normal(size=v.shape).astype("float32") for v in variables], variables)
+    assert read_stats(guard)["clipped_steps"] == 0

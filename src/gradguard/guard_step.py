@@ -217,12 +217,14 @@ def guard_step(
         scalar, False when this update must be skipped.
     """
     grads = list(grads)
-    layer_squares = clipping.group_square_sums(grads, layout.layer_of, len(layout.layer_names))
+    n_layers = len(layout.layer_names)
+    layer_squares = clipping.group_square_sums(grads, layout.layer_of, n_layers)
     layer_norms = ops.sqrt(layer_squares)
     pre = ops.sqrt(ops.sum(layer_squares))
     finite = ops.logical_and(clipping.all_finite(grads), ops.isfinite(pre))
     clipped, threshold, mode_updates = clip(config, state, grads, weights, pre, layout.agc_excluded)
-    post = clipping.global_norm(clipped)
+    # Summed in the same order as `pre`, so an unchanged gradient gives post == pre exactly.
+    post = ops.sqrt(ops.sum(clipping.group_square_sums(clipped, layout.layer_of, n_layers)))
 
     new = dict(state)
     for key, value in mode_updates.items():  # a NaN norm must not poison the history
