@@ -120,15 +120,23 @@ def cell(values, fmt="{:.1f}") -> str:
     return f"{fmt.format(mean)} ± {fmt.format(spread)}"
 
 
+def committed(rev: str, path: str) -> str:
+    """A file as an experiment committed it ("" if it did not)."""
+    done = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
+    return done.stdout if done.returncode == 0 else ""
+
+
 def step_norms(rev: str) -> tuple[list[int], list[float]]:
-    text = subprocess.run(
-        ["git", "show", f"{rev}:metrics/train/plots/steps/pre_clip_norm.tsv"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout
+    text = committed(rev, "metrics/train/plots/steps/pre_clip_norm.tsv")
     rows = list(csv.DictReader(io.StringIO(text), delimiter="\t"))
     return [int(r["step"]) for r in rows], [float(r["pre_clip_norm"]) for r in rows]
+
+
+def recovery_steps(rev: str) -> dict[str, list[int]]:
+    """Steps of the run's rollbacks and stops (events.json)."""
+    text = committed(rev, "metrics/train/events.json")
+    events = json.loads(text)["events"] if text else []
+    return {kind: [e["step"] for e in events if e["kind"] == kind] for kind in ("rollback", "stop")}
 
 
 def render(out: Path) -> None:
@@ -187,6 +195,19 @@ def plot_curves(found: dict, path: Path) -> None:
         if name in found:
             steps, norms = step_norms(found[name][0])
             axis.plot(steps, norms, linewidth=0.8)
+            for (kind, at), color in zip(
+                recovery_steps(found[name][0]).items(), ("tab:red", "black"), strict=True
+            ):
+                for i, step in enumerate(at):
+                    axis.axvline(
+                        step,
+                        color=color,
+                        linestyle="--",
+                        linewidth=0.8,
+                        label=kind if i == 0 else None,
+                    )
+            if axis.get_legend_handles_labels()[0]:
+                axis.legend(loc="upper right", fontsize=8)
         axis.set_yscale("log")
         axis.set_title(f"{variant}, seed 0", fontsize=10)
         axis.set_xlabel("step")
