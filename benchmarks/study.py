@@ -99,7 +99,8 @@ def experiments() -> dict:
     for row in rows:
         for exp in row.get("experiments") or []:
             rev = exp["revs"][0]
-            if exp.get("name"):
+            state = (exp.get("executor") or {}).get("state", "success")
+            if exp.get("name") and state == "success":  # not queued, running or failed
                 found[exp["name"]] = (rev["rev"], rev["data"])
     return found
 
