@@ -57,7 +57,6 @@ class GradientStatsLogger(keras.callbacks.Callback):
         self.clipped_steps = 0
         self.steps = 0
         self.layer_epochs: list[dict] = []
-        self.layer_max: dict[str, float] = {}
 
     def on_epoch_begin(self, epoch, logs=None):
         if self.guard.built:
@@ -78,8 +77,6 @@ class GradientStatsLogger(keras.callbacks.Callback):
         layers = self.guard.read_layer_stats()
         ranked = sorted(layers, key=lambda name: -layers[name]["grad_norm_mean"])
         self.layer_epochs.append({"epoch": epoch, "largest": ranked, "layers": layers})
-        for name, values in layers.items():
-            self.layer_max[name] = max(self.layer_max.get(name, 0.0), values["grad_norm_max"])
         if logs is not None:
             logs.update(epoch_logs)
         if self.on_step_log is not None:
@@ -92,25 +89,36 @@ class GradientStatsLogger(keras.callbacks.Callback):
             "clipped_steps": self.clipped_steps,
             "steps": self.steps,
             "layer_epochs": self.layer_epochs,
-            "layer_max": self.layer_max,
         }
 
     def restore(self, state: dict) -> None:
         """Continue the running totals of `state()` (an empty dict changes nothing)."""
-        for key, value in state.items():
-            setattr(self, key, value)
+        for key in ("max_grad_norm", "clipped_steps", "steps", "layer_epochs"):
+            if key in state:
+                setattr(self, key, state[key])
+
+    @property
+    def layer_max(self) -> dict[str, float]:
+        """Each layer's largest pre-clip gradient norm over the run's epochs."""
+        peaks: dict[str, float] = {}
+        for epoch in self.layer_epochs:
+            for name, values in epoch["layers"].items():
+                peaks[name] = max(peaks.get(name, 0.0), values["grad_norm_max"])
+        return peaks
 
     def layer_summary(self) -> list[dict]:
         """Per layer, largest gradient norm first: the run's max, last epoch's mean, weight norm."""
-        last = self.layer_epochs[-1]["layers"] if self.layer_epochs else {}
+        if not self.layer_epochs:
+            return []
+        last, peaks = self.layer_epochs[-1]["layers"], self.layer_max
         rows = [
             {
                 "layer": name,
-                "grad_norm_max": peak,
-                "grad_norm_mean": last.get(name, {}).get("grad_norm_mean", 0.0),
-                "weight_norm": last.get(name, {}).get("weight_norm", 0.0),
+                "grad_norm_max": peaks[name],
+                "grad_norm_mean": values["grad_norm_mean"],
+                "weight_norm": values["weight_norm"],
             }
-            for name, peak in self.layer_max.items()
+            for name, values in last.items()
         ]
         return sorted(rows, key=lambda row: -row["grad_norm_max"])
 

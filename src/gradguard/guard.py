@@ -15,6 +15,7 @@ import keras
 import numpy as np
 from keras import backend, ops
 
+from gradguard import clipping
 from gradguard.guard_step import STEP_LOG_COLUMNS, GuardConfig, Layout, guard_step, state_specs
 
 # Arguments of `keras.optimizers.Optimizer` that act on the update itself; they
@@ -213,14 +214,13 @@ class GradientGuard(keras.optimizers.Optimizer):
         steps = max(int(ops.convert_to_numpy(self._state["window_steps"].value)), 1)
         sums = ops.convert_to_numpy(self._state["window_layer_norm_sum"].value)
         maxes = ops.convert_to_numpy(self._state["window_layer_norm_max"].value)
-        squares = [
-            ops.sum(ops.square(ops.cast(v.value, "float32"))) for v in self._trainable_variables
-        ]
-        weight_squares = np.zeros(len(self.layer_names))
-        for layer, value in zip(
-            self.layout.layer_of, ops.convert_to_numpy(ops.stack(squares)), strict=True
-        ):
-            weight_squares[layer] += value
+        weight_squares = ops.convert_to_numpy(
+            clipping.group_square_sums(
+                [v.value for v in self._trainable_variables],
+                self.layout.layer_of,
+                len(self.layer_names),
+            )
+        )
         return {
             name: {
                 "grad_norm_mean": float(sums[i]) / steps,
