@@ -18,8 +18,8 @@ from stages import common
 
 # DVCLive's files under <live>/plots/metrics/, one panel of the PNG each.
 CURVES = {
-    "loss": {"train": "train/loss.tsv", "val": "eval/loss.tsv"},
-    "accuracy": {"train": "train/accuracy.tsv", "val": "eval/accuracy.tsv"},
+    "loss": {"train": "train/loss.tsv", "val": "val/loss.tsv"},
+    "accuracy": {"train": "train/accuracy.tsv", "val": "val/accuracy.tsv"},
     "pre-clip gradient norm": {
         "max": "train/grad_norm_max.tsv",
         "mean": "train/grad_norm_mean.tsv",
@@ -51,22 +51,30 @@ def main(args, params) -> None:
     model = load_model(args.model)
     probabilities = model.predict(x_test, batch_size=params.evaluate.batch_size, verbose=0)
     scores = classification_metrics(y_test, probabilities)
-    confusion = scores.pop("confusion")
+    confusion, per_class = scores.pop("confusion"), scores.pop("per_class_accuracy")
     baseline = baseline_accuracy(params.evaluate.baseline, train, (x_test, y_test), params.seed)
+    # Test metrics, the ones compared most first (`dvc exp show` keeps this order).
     write_json(
         args.out,
         {
-            **scores,
+            "accuracy": scores["accuracy"],
             "diverged": bool(summary["diverged"]),
+            "f1_macro": scores["f1_macro"],
+            "loss": scores["loss"],
+            "baseline_accuracy": baseline,
             "first_nonfinite_step": summary["first_nonfinite_step"],
-            "baseline": {"model": params.evaluate.baseline, "accuracy": baseline},
             "test_images": len(y_test),
         },
+        sort_keys=False,
     )
 
     plots = Path(args.plots)
     predicted = probabilities.argmax(axis=1)
     write_json(plots / "confusion.json", {"confusion": confusion_rows(y_test, predicted)})
+    write_json(
+        plots / "per_class.json",
+        {"per_class": [{"class": k, "accuracy": v} for k, v in per_class.items()]},
+    )
     metrics_dir = Path(args.live) / "plots" / "metrics"
     curves = {
         title: {
@@ -77,11 +85,11 @@ def main(args, params) -> None:
         for title, lines in CURVES.items()
     }
     plot_training_curves(curves, plots / "training_curves.png")
+    print("confusion (rows: true class):", *confusion, sep="\n  ")
     print(
         f"evaluate: test accuracy {scores['accuracy']:.4f} (baseline {params.evaluate.baseline}"
         f" {baseline:.4f}), diverged={summary['diverged']} -> {args.out}"
     )
-    print("confusion (rows: true class):", *confusion, sep="\n  ")
 
 
 def main_cli(argv: list[str] | None = None) -> int:

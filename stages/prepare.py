@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from gradguard.data import SPLITS, load_source, split
 from gradguard.io import atomic_path, fingerprint, save_arrays, write_json
+from gradguard.params import ParamsError
 from stages import common
 
 
+def check_inside(path: str | None, raw: str) -> None:
+    """A user's data must lie in the folder dvc.yaml tracks as this stage's input.
+
+    Raises:
+        ParamsError: `path` is outside `raw`, where a change to it would go unseen.
+    """
+    if path is not None and not Path(path).resolve().is_relative_to(Path(raw).resolve()):
+        raise ParamsError(
+            f"params: data.path={path!r} is invalid; expected a file or folder inside {raw}/, "
+            "the folder dvc.yaml tracks as prepare's input (move it there, then `dvc add` it)"
+        )
+
+
 def main(args, params) -> None:
+    if params.data.source in ("npz", "folder"):
+        check_inside(params.data.path, args.raw)
     x, y = load_source(params.data)
     splits = split(x, y, params.data, params.seed)
     num_classes = int(y.max()) + 1
@@ -29,12 +46,16 @@ def main(args, params) -> None:
         for name in SPLITS:
             save_arrays(folder / f"{name}.npz", x=splits[name][0], y=splits[name][1])
         write_json(folder / "stats.json", stats)
-    print(f"prepare: {len(y)} images, {num_classes} classes -> {args.out} {stats['counts']}")
+    print(
+        f"prepare: {len(y)} images, {num_classes} classes, data {stats['fingerprint']} "
+        f"-> {args.out} (train/val/test {[sum(stats['counts'][n]) for n in SPLITS]})"
+    )
 
 
 def main_cli(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     cli = common.parser(__doc__)
+    cli.add_argument("--raw", required=True, help="the folder user data must lie in")
     cli.add_argument("--out", required=True, help="output folder")
     return common.run(main, cli, argv)
 

@@ -9,7 +9,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from gradguard.io import atomic_path, load_arrays, write_json
+import keras
+
+from gradguard.io import load_arrays, write_json
 from gradguard.resume import ResumeState
 from gradguard.training import configure_determinism, fit, run_fingerprint
 from stages import common
@@ -63,16 +65,38 @@ def step_events(live_dir: str) -> list[dict]:
     return [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines()]
 
 
+class LiveEpochs(keras.callbacks.Callback):
+    """Logs Keras's epoch logs to DVCLive as `train/<name>` and `val/<name>`.
+
+    DVCLive's own Keras callback names validation metrics `eval/...`, which reads
+    like the test metrics of `metrics/eval.json`; these are validation metrics.
+    """
+
+    def __init__(self, live):
+        super().__init__()
+        self.live = live
+
+    def on_epoch_end(self, epoch, logs=None):
+        for name, value in (logs or {}).items():
+            split, metric = ("val", name[4:]) if name.startswith("val_") else ("train", name)
+            self.live.log_metric(f"{split}/{metric}", value)
+        self.live.next_step()
+
+
 def main(args, params) -> None:
     configure_determinism(params.seed)
     from dvclive import Live
-    from dvclive.keras import DVCLiveCallback
+
+    from gradguard.models import canonicalise_model_file, save_model
 
     train = load_arrays(Path(args.augmented) / "train.npz")
     val = load_arrays(Path(args.prepared) / "val.npz")
     resume = ResumeState(args.resume_dir, run_fingerprint(params, *train, *val))
-    resumed = resume.restore(args.model, args.live) is not None
-    if not resumed:  # DVCLive starts its own files afresh; the step log must too
+    saved = resume.restore(args.model, args.live)
+    resumed = saved is not None
+    if resumed:
+        print(f"train: resuming after epoch {saved['epoch'] + 1} from {resume.folder}")
+    else:  # DVCLive starts its own files afresh; the step log must too
         shutil.rmtree(Path(args.live) / "plots" / "steps", ignore_errors=True)
     with Live(dir=args.live, dvcyaml=False, save_dvc_exp=False, resume=resumed) as live:
         model, result = fit(
@@ -82,17 +106,20 @@ def main(args, params) -> None:
             checkpoint=args.model,
             resume=resume,
             live_dir=args.live,
-            extra_callbacks=[DVCLiveCallback(live=live)],
+            extra_callbacks=[LiveEpochs(live)],
             on_step_log=lambda rows: append_step_log(args.live, rows),
         )
-        if not Path(args.model).is_file():  # no finite val_loss ever: keep what there is
-            with atomic_path(args.model) as tmp:
-                model.save(tmp)
+        if Path(args.model).is_file():  # ModelCheckpoint's: dated, so make it reproducible
+            canonicalise_model_file(args.model)
+        else:  # no finite val_loss ever: keep what there is
+            save_model(model, args.model)
         summary = dataclasses.asdict(result)
+        summary.pop("wall_time_s")  # hashed by DVC: no wall-clock time in it (printed below)
         events = step_events(args.live) + summary.pop("recovery_events")
         layer_epochs, layers = summary.pop("layer_epochs"), summary.pop("layers")
         summary["largest_grad_layer"] = layers[0]["layer"] if layers else None
-        live.summary["run"] = summary
+        # The run summary first: `dvc exp show` orders columns as the file does.
+        live.summary = {"run": summary, **{k: v for k, v in live.summary.items() if k != "run"}}
     live_dir = Path(args.live)
     write_json(live_dir / "events.json", {"events": sorted(events, key=lambda e: e["step"])})
     write_json(live_dir / "layers.json", {"epochs": layer_epochs})

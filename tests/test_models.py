@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import time
+import zipfile
+
 import keras
 import numpy as np
 import pytest
 
 from gradguard import GradientGuard
-from gradguard.models import build_cnn, build_initializer, build_optimizer
+from gradguard.models import (
+    build_cnn,
+    build_initializer,
+    build_optimizer,
+    canonicalise_model_file,
+    load_model,
+    save_model,
+)
 from gradguard.params import ModelParams, parse_params
 
 
@@ -78,3 +89,23 @@ def test_build_optimizer_carries_the_spike_settings():
     config = build_optimizer(params).config
     assert (config.skip_spikes, config.loss_spikes, config.spike_sigma) == (True, True, 4.0)
     assert build_optimizer(parse_params({})).config.loss_spikes is False
+
+
+def test_two_saves_of_the_same_model_are_byte_identical(tmp_path):
+    model = build_cnn((8, 8, 1), 3, ModelParams(filters=(2,), dense=4), seed=0)
+    model.compile(optimizer=build_optimizer(parse_params({"clip_norm": 1.0})), loss="mse")
+    save_model(model, tmp_path / "a.keras")
+    model.save(tmp_path / "plain.keras")  # Keras's own: dated entries and metadata
+    time.sleep(2.1)  # zip times have a resolution of 2 s
+    save_model(model, tmp_path / "b.keras")
+    model.save(tmp_path / "plain2.keras")
+    assert (tmp_path / "plain.keras").read_bytes() != (tmp_path / "plain2.keras").read_bytes()
+    assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
+    canonicalise_model_file(tmp_path / "plain.keras")  # what ModelCheckpoint wrote, mended
+    assert (tmp_path / "plain.keras").read_bytes() == (tmp_path / "a.keras").read_bytes()
+    with zipfile.ZipFile(tmp_path / "a.keras") as archive:
+        assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+        assert "date_saved" not in json.loads(archive.read("metadata.json"))
+    loaded = load_model(tmp_path / "a.keras")  # safe_mode, with its GradientGuard
+    for saved, kept in zip(loaded.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(saved, kept)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -26,16 +28,27 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def sh(*args, cwd):
-    """Run a command with this interpreter's environment first on PATH; return stdout."""
+def sh(*args, cwd, check=True):
+    """Run a command with this interpreter's environment first on PATH; return stdout.
+
+    With `check=False`, return `(exit status, stdout + stderr)` instead of failing.
+    """
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    if not check:
+        return done.returncode, done.stdout + done.stderr
     assert done.returncode == 0, f"{args} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
     return done.stdout
 
 
-def dvc(*args, cwd):
-    return sh(sys.executable, "-m", "dvc", *args, cwd=cwd)
+def dvc(*args, cwd, check=True):
+    return sh(sys.executable, "-m", "dvc", *args, cwd=cwd, check=check)
+
+
+def reset(repo):
+    """Back to the last commit: params, lock, metrics and the DVC-tracked outputs."""
+    sh("git", "checkout", "-q", "--", ".", cwd=repo)
+    dvc("checkout", "-q", cwd=repo)
 
 
 def commit(repo, message):
@@ -69,9 +82,78 @@ def repo(tmp_path_factory):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "init", "-q", "-b", "main", cwd=repo)
     commit(repo, "tiny params")  # DVCLive needs a commit to read
-    dvc("repro", cwd=repo)
+    status, output = dvc("repro", cwd=repo, check=False)
+    assert status == 0, output[-3000:]
+    (repo.parent / "repro.log").write_text(output)
     commit(repo, "reproduced")
     return repo
+
+
+def test_a_healthy_repro_prints_no_framework_noise_and_one_summary_per_stage(repo):
+    output = (repo.parent / "repro.log").read_text()
+    # absl/TensorFlow C++ lines look like "I0000 00:00:..." or "E0000 ...".
+    noise = [
+        line for line in output.splitlines() if re.match(r"[IWEF]\d{4} |WARNING: All log", line)
+    ]
+    assert noise == []
+    for stage in ("check_params", "prepare", "augment", "train", "evaluate"):
+        assert re.search(rf"^{stage}: .*$", output, re.MULTILINE), stage
+
+
+def test_repro_f_reproduces_the_lock_byte_for_byte_and_leaves_git_clean(repo):
+    lock = (repo / "dvc.lock").read_bytes()
+    dvc("repro", "-f", cwd=repo)
+    assert (repo / "dvc.lock").read_bytes() == lock
+    assert sh("git", "status", "--porcelain", cwd=repo) == ""
+
+
+def test_a_params_typo_stops_before_any_stage_and_deletes_nothing(repo):
+    params = (repo / "params.yaml").read_text()
+    assert "clip_norm: null\n" in params
+    # Added beside the real key, and in its place: each is refused by name.
+    for typo in (params + "clip_nrom: 1.0\n", params.replace("clip_norm: null", "clip_nrom: 1.0")):
+        (repo / "params.yaml").write_text(typo)
+        status, output = dvc("repro", cwd=repo, check=False)
+        assert status != 0 and "params: clip_nrom=1.0 is invalid" in output
+        assert (repo / "models" / "best.keras").is_file()
+        assert sh("git", "status", "--porcelain", cwd=repo) == " M params.yaml\n"
+    reset(repo)
+
+
+def test_changed_raw_data_reruns_prepare_and_an_old_commit_brings_its_data_back(repo):
+    rng = np.random.default_rng(0)
+    mine = repo / "data" / "raw" / "mine.npz"
+    x = rng.integers(0, 256, (60, 8, 8), dtype=np.uint8)
+    np.savez(mine, x=x, y=np.arange(60) % 3)
+    dvc("add", "data/raw/mine.npz", cwd=repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"] = {**params["data"], "source": "npz", "path": "data/raw/mine.npz"}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc("repro", "prepare", cwd=repo)
+    commit(repo, "my data, version 1")
+    assert "prepare" not in dvc("status", "prepare", cwd=repo)
+    first = mine.read_bytes()
+
+    np.savez(mine, x=255 - x, y=np.arange(60) % 3)  # the user edits the data ...
+    dvc("add", "data/raw/mine.npz", cwd=repo)  # ... and tracks the new version
+    status = dvc("status", "prepare", cwd=repo)
+    assert "prepare:" in status and "modified:" in status and "data/raw" in status
+    dvc("repro", "prepare", cwd=repo)
+    commit(repo, "my data, version 2")
+    locked = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["prepare"]["deps"]
+    raw_hash = next(dep["md5"] for dep in locked if dep["path"] == "data/raw")
+
+    sh("git", "checkout", "-q", "HEAD~1", cwd=repo)  # an older commit, then its data
+    dvc("checkout", cwd=repo)
+    assert mine.read_bytes() == first
+    assert "up to date" in dvc("status", cwd=repo) or "prepare" not in dvc("status", cwd=repo)
+    sh("git", "checkout", "-q", "main", cwd=repo)
+    dvc("checkout", cwd=repo)
+    assert mine.read_bytes() != first and raw_hash.endswith(".dir")
+    sh("git", "reset", "-q", "--hard", "HEAD~2", cwd=repo)  # leave the repo as it was
+    mine.unlink()
+    dvc("checkout", cwd=repo)
+    assert "up to date" in dvc("status", cwd=repo)
 
 
 def test_remote_push_then_a_fresh_clone_pulls_and_has_nothing_to_rerun(repo, tmp_path):
@@ -107,6 +189,18 @@ def test_an_experiment_with_clip_norm(repo):
     assert run["diverged"] is False and 0.0 <= run["clip_fraction"] <= 1.0
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert lock["stages"]["train"]["params"]["params.yaml"]["clip_norm"] == 1.0
+
+
+def test_a_repeated_experiment_comes_from_the_run_cache(repo):
+    reset(repo)  # back on the baseline, whose own results are in the workspace
+    status, output = dvc(
+        "exp", "run", "-n", "clip-1-again", "-S", "clip_norm=1.0", cwd=repo, check=False
+    )
+    assert status == 0, output[-3000:]
+    for stage in ("train", "evaluate"):
+        assert f"Stage '{stage}' is cached - skipping run" in output, output[-3000:]
+    found = experiments(repo)
+    assert found["clip-1-again"]["metrics"] == found["clip-1"]["metrics"]
 
 
 def test_a_queued_sweep_then_apply_branch_and_plots_diff(repo):

@@ -16,7 +16,7 @@ from tests.conftest import TINY_PARAMS, tensorflow_only
 def run_pipeline(tmp_path, params_file):
     p = str(params_file)
     d = tmp_path
-    assert prepare.main_cli(["--params", p, "--out", str(d / "prepared")]) == 0
+    assert prepare.main_cli(["--params", p, "--raw", str(d), "--out", str(d / "prepared")]) == 0
     assert (
         augment.main_cli(
             ["--params", p, "--prepared", str(d / "prepared"), "--out", str(d / "augmented")]
@@ -72,11 +72,16 @@ def test_the_four_stages_on_tiny_params(tmp_path, tiny_params_file):
         assert len(data["y"]) == 2 * sum(stats["counts"]["train"])  # copies: 1
     assert scores["diverged"] is False and 0.0 <= scores["accuracy"] <= 1.0
     assert scores["accuracy"] > 0.3  # 2 epochs of a 4-filter CNN beat chance (0.1) easily
-    assert set(scores["per_class_accuracy"]) == {str(k) for k in range(10)}
-    assert 0.9 < scores["baseline"]["accuracy"] <= 1.0  # an SVC on 12x12 digits
+    per_class = json.loads((tmp_path / "plots" / "per_class.json").read_text())["per_class"]
+    assert [row["class"] for row in per_class] == [str(k) for k in range(10)]
+    assert 0.9 < scores["baseline_accuracy"] <= 1.0  # an SVC on 12x12 digits
+    # The comparison columns first (`dvc exp show` keeps the file's order).
+    assert list(scores)[:2] == ["accuracy", "diverged"]
     summary = json.loads((tmp_path / "live" / "metrics.json").read_text())
     assert summary["run"]["epochs"] == 2 and summary["step"] == 1
-    for curve in ("train/loss", "eval/loss", "train/grad_norm_max", "train/clip_fraction"):
+    assert next(iter(summary)) == "run" and "wall_time_s" not in summary["run"]
+    assert set(summary["val"]) == {"loss", "accuracy"} and "eval" not in summary
+    for curve in ("train/loss", "val/loss", "train/grad_norm_max", "train/clip_fraction"):
         assert (tmp_path / "live" / "plots" / "metrics" / f"{curve}.tsv").is_file()
     steps = (tmp_path / "live" / "plots" / "steps" / "pre_clip_norm.tsv").read_text().split("\n")
     # 1257 training images x 2 (one copy) / batch 64 = 40 steps per epoch, 2 epochs.
@@ -128,14 +133,20 @@ def test_a_diverged_run_is_a_result_not_a_crash(tmp_path):
     ("params", "fragment"),
     [
         ({"clip_nrom": 1.0}, "clip_nrom=1.0 is invalid"),
-        ({"data": {"source": "npz", "path": "missing.npz"}}, "missing.npz: file not found"),
+        ({"data": {"source": "npz", "path": "{raw}/missing.npz"}}, "missing.npz: file not found"),
+        # Outside the folder DVC tracks, a change of the data would go unseen.
+        (
+            {"data": {"source": "npz", "path": "elsewhere/x.npz"}},
+            "data.path='elsewhere/x.npz' is invalid; expected a file or folder inside",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, params, fragment):
     params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(params))
+    params_file.write_text(yaml.safe_dump(params).replace("{raw}", str(tmp_path)))
     out = tmp_path / "prepared"
-    assert prepare.main_cli(["--params", str(params_file), "--out", str(out)]) == 2
+    argv = ["--params", str(params_file), "--raw", str(tmp_path), "--out", str(out)]
+    assert prepare.main_cli(argv) == 2
     err = capsys.readouterr().err.strip()
     assert fragment in err and len(err.splitlines()) == 1
     assert not out.exists()

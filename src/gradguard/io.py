@@ -12,7 +12,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+import zipfile
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -49,10 +50,40 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_json(path: str | os.PathLike, data: Mapping) -> None:
-    """Write `data` as indented JSON, atomically."""
+# Time of every entry of a canonical zip: the earliest a zip can hold (as reproducible-builds'
+# SOURCE_DATE_EPOCH practice does), so the bytes depend on the contents alone.
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def canonical_zip(
+    path: str | os.PathLike, rewrite: Mapping[str, Callable[[bytes], bytes]] | None = None
+) -> None:
+    """Rewrite a zip in place so that equal contents give equal bytes, atomically.
+
+    Entries are sorted by name and get a fixed time and mode; each keeps its
+    compression. `rewrite` maps an entry name to a function of its bytes (e.g.
+    to drop a date from a metadata file).
+
+    Args:
+        path: the zip file (e.g. a `.keras` model).
+        rewrite: entry name -> function applied to that entry's bytes.
+    """
+    rewrite = rewrite or {}
+    with zipfile.ZipFile(path) as source:
+        entries = [(info, source.read(info)) for info in source.infolist()]
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w") as target:
+        for info, data in sorted(entries, key=lambda entry: entry[0].filename):
+            fixed = zipfile.ZipInfo(info.filename, date_time=ZIP_EPOCH)
+            fixed.compress_type = info.compress_type
+            fixed.external_attr = 0o644 << 16
+            fixed.create_system = 3  # Unix, whatever system wrote the original
+            target.writestr(fixed, rewrite.get(info.filename, bytes)(data))
+
+
+def write_json(path: str | os.PathLike, data: Mapping, sort_keys: bool = True) -> None:
+    """Write `data` as indented JSON, atomically (keys sorted unless `sort_keys=False`)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=sort_keys) + "\n", encoding="utf-8")
 
 
 def save_arrays(path: str | os.PathLike, **arrays: np.ndarray) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import keras
 
 from gradguard.guard import GradientGuard
+from gradguard.io import atomic_path, canonical_zip
 from gradguard.params import ModelParams, Params, TrainParams
 
 # Variance-scaling form of each scheme: (scale, mode, distribution), as Keras defines them.
@@ -144,6 +147,29 @@ def build_optimizer(params: Params) -> GradientGuard:
         skip_spikes=params.train.on_explosion in ("skip", "rollback"),
         loss_spikes=params.train.loss_spikes,
     )
+
+
+def _without_save_date(metadata: bytes) -> bytes:
+    fields = json.loads(metadata)
+    fields.pop("date_saved", None)  # wall-clock time: the only part that differs per save
+    return json.dumps(fields, sort_keys=True).encode()
+
+
+def canonicalise_model_file(path) -> None:
+    """Make a saved `.keras` file depend on the model alone (no save date, fixed zip times).
+
+    Keras writes the save date into `metadata.json` and the current time into
+    every zip entry, so two saves of the same weights differ and DVC sees a new
+    model on every run. After this, they are byte-identical.
+    """
+    canonical_zip(path, {"metadata.json": _without_save_date})
+
+
+def save_model(model: keras.Model, path) -> None:
+    """Save `model` to a `.keras` file atomically and byte-reproducibly."""
+    with atomic_path(path) as tmp:
+        model.save(tmp)
+        canonicalise_model_file(tmp)
 
 
 def load_model(path) -> keras.Model:

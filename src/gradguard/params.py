@@ -321,6 +321,23 @@ def parse_params(raw: Mapping[str, Any] | None) -> Params:
     return params
 
 
+def schema(cls: type | None = None) -> dict:
+    """The keys `params.yaml` may hold, with their types: {key: type or {subkey: type}}.
+
+    Depends on this module alone, never on the values, so a stage that writes it
+    changes its output only when the schema changes.
+    """
+    cls = cls or Params
+    hints = typing.get_type_hints(cls)
+
+    def describe(hint) -> dict | str:
+        if dataclasses.is_dataclass(hint):
+            return schema(hint)
+        return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+    return {field.name: describe(hints[field.name]) for field in dataclasses.fields(cls)}
+
+
 def load_params(path: str) -> Params:
     """Read and validate a `params.yaml` file. Raises `ParamsError` if invalid."""
     import yaml
