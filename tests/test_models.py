@@ -92,12 +92,18 @@ def test_build_optimizer_carries_the_spike_settings():
 
 
 def test_two_saves_of_the_same_model_are_byte_identical(tmp_path):
-    model = build_cnn((8, 8, 1), 3, ModelParams(filters=(2,), dense=4), seed=0)
-    model.compile(optimizer=build_optimizer(parse_params({"clip_norm": 1.0})), loss="mse")
+    def built():
+        keras.backend.clear_session()  # names as a fresh process gives them
+        model = build_cnn((8, 8, 1), 3, ModelParams(filters=(2,), dense=4), seed=0)
+        model.compile(optimizer=build_optimizer(parse_params({"clip_norm": 1.0})), loss="mse")
+        return model
+
+    # Two objects, as two runs make: Keras's config names shared objects by memory address.
+    model, twin = built(), built()
     save_model(model, tmp_path / "a.keras")
     model.save(tmp_path / "plain.keras")  # Keras's own: dated entries and metadata
     time.sleep(2.1)  # zip times have a resolution of 2 s
-    save_model(model, tmp_path / "b.keras")
+    save_model(twin, tmp_path / "b.keras")
     model.save(tmp_path / "plain2.keras")
     assert (tmp_path / "plain.keras").read_bytes() != (tmp_path / "plain2.keras").read_bytes()
     assert (tmp_path / "a.keras").read_bytes() == (tmp_path / "b.keras").read_bytes()
@@ -106,6 +112,7 @@ def test_two_saves_of_the_same_model_are_byte_identical(tmp_path):
     with zipfile.ZipFile(tmp_path / "a.keras") as archive:
         assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
         assert "date_saved" not in json.loads(archive.read("metadata.json"))
+        assert b'"shared_object_id": 0' in archive.read("config.json")
     loaded = load_model(tmp_path / "a.keras")  # safe_mode, with its GradientGuard
     for saved, kept in zip(loaded.get_weights(), model.get_weights(), strict=True):
         np.testing.assert_array_equal(saved, kept)

@@ -155,14 +155,37 @@ def _without_save_date(metadata: bytes) -> bytes:
     return json.dumps(fields, sort_keys=True).encode()
 
 
-def canonicalise_model_file(path) -> None:
-    """Make a saved `.keras` file depend on the model alone (no save date, fixed zip times).
+def _numbered_shared_objects(config: bytes) -> bytes:
+    """Keras names an object shared by layers with its `id()`, a memory address that
+    differs per process; number them in order of appearance instead (only equality
+    between the ids matters when loading)."""
+    numbers: dict[int, int] = {}
 
-    Keras writes the save date into `metadata.json` and the current time into
-    every zip entry, so two saves of the same weights differ and DVC sees a new
-    model on every run. After this, they are byte-identical.
+    def walk(node):
+        if isinstance(node, dict):
+            return {
+                key: numbers.setdefault(value, len(numbers))
+                if key == "shared_object_id"
+                else walk(value)
+                for key, value in node.items()
+            }
+        return [walk(item) for item in node] if isinstance(node, list) else node
+
+    return json.dumps(walk(json.loads(config))).encode()
+
+
+def canonicalise_model_file(path) -> None:
+    """Make a saved `.keras` file depend on the model alone.
+
+    Keras writes the save date into `metadata.json`, memory addresses into
+    `config.json` and the current time into every zip entry, so two saves of
+    the same model differ and DVC sees a new model on every run. After this,
+    they are byte-identical.
     """
-    canonical_zip(path, {"metadata.json": _without_save_date})
+    canonical_zip(
+        path,
+        {"metadata.json": _without_save_date, "config.json": _numbered_shared_objects},
+    )
 
 
 def save_model(model: keras.Model, path) -> None:
