@@ -122,9 +122,13 @@ def cell(values, fmt="{:.1f}") -> str:
 
 
 def committed(rev: str, path: str) -> str:
-    """A file as an experiment committed it ("" if it did not)."""
-    done = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
-    return done.stdout if done.returncode == 0 else ""
+    """A file as an experiment recorded it, from git or DVC's cache ("" if it did not)."""
+    import dvc.api
+
+    try:
+        return dvc.api.read(path, rev=rev)
+    except Exception:  # DVC raises many kinds for "not in this revision"
+        return ""
 
 
 def step_norms(rev: str) -> tuple[list[int], list[float]]:
@@ -142,6 +146,11 @@ def recovery_steps(rev: str) -> dict[str, list[int]]:
 
 def render(out: Path) -> None:
     found = experiments()
+    if not any(name.startswith("study-") for name in found):
+        sys.exit(
+            f"study: no finished study experiments; run `python benchmarks/study.py run` "
+            f"first ({out} left as it is)"
+        )
     lines = [
         "# The explosion study",
         "",
@@ -159,8 +168,8 @@ def render(out: Path) -> None:
         "the largest gradients) are in each experiment's `metrics/train/events.json`.",
         "",
         "| variant | params beyond the preset | test accuracy % | diverged | first non-finite "
-        "step | clip fraction | rollbacks | wall time s |",
-        "|---|---|---|---|---|---|---|---|",
+        "step | clip fraction | rollbacks |",
+        "|---|---|---|---|---|---|---|",
     ]
     for variant, overrides in VARIANTS.items():
         runs = [
@@ -177,8 +186,7 @@ def render(out: Path) -> None:
             f"{cell([a * 100 if a is not None else None for a in acc])} | "
             f"{diverged}/{len(runs)} | {', '.join('-' if f is None else str(f) for f in first)} | "
             f"{cell([r.get('clip_fraction') for r in run_of], '{:.2f}')} | "
-            f"{', '.join(str(r.get('rollbacks') or 0) for r in run_of)} | "
-            f"{cell([r.get('wall_time_s') for r in run_of], '{:.0f}')} |"
+            f"{', '.join(str(r.get('rollbacks') or 0) for r in run_of)} |"
         )
     figure = out.with_name("study_grad_norms.png")
     plot_curves(found, figure)
