@@ -118,8 +118,10 @@ def main(args, params) -> None:
         events = step_events(args.live) + summary.pop("recovery_events")
         layer_epochs, layers = summary.pop("layer_epochs"), summary.pop("layers")
         summary["largest_grad_layer"] = layers[0]["layer"] if layers else None
-        # The run summary first: `dvc exp show` orders columns as the file does.
-        live.summary = {"run": summary, **{k: v for k, v in live.summary.items() if k != "run"}}
+        # The run summary alone: the last epoch's train/val values (in the plots) are not the
+        # kept model's (the best epoch's), and as columns they crowd `dvc exp show`.
+        # DVCLive's "step" stays: it marks the last logged step.
+        live.summary = {"run": summary} | {k: v for k, v in live.summary.items() if k == "step"}
     live_dir = Path(args.live)
     write_json(live_dir / "events.json", {"events": sorted(events, key=lambda e: e["step"])})
     write_json(live_dir / "layers.json", {"epochs": layer_epochs})

@@ -74,18 +74,19 @@ def run_fingerprint(params: Params, *arrays: np.ndarray) -> str:
 class TrainResult:
     """What a training run reports beside its per-epoch curves."""
 
+    # The fields compared most first: `dvc exp show` orders its columns as the summary does.
     diverged: bool
-    first_nonfinite_step: int | None  # guard step of the first NaN/Inf gradient
-    diverged_at_step: int | None  # batches seen when divergence ended the run
-    epochs: int  # epochs run, resumed ones included
-    best_epoch: int | None  # 1-based epoch of the best val_loss
-    best_val_loss: float | None
     max_grad_norm: float  # largest finite pre-clip global norm seen
     clip_fraction: float  # share of finite steps that clipping changed
     skipped_steps: int
     spikes: int  # gradient-norm spikes detected (see gradguard.detection)
     loss_spikes: int  # batch-loss spikes detected (`train.loss_spikes`)
     rollbacks: int  # rollbacks made by the `rollback` policy
+    first_nonfinite_step: int | None  # guard step of the first NaN/Inf gradient
+    diverged_at_step: int | None  # batches seen when divergence ended the run
+    epochs: int  # epochs run, resumed ones included
+    best_epoch: int | None  # 1-based epoch of the best val_loss
+    best_val_loss: float | None
     resumed_from_epoch: int | None
     wall_time_s: float
     recovery_events: list = dataclasses.field(default_factory=list)  # stops and rollbacks
