@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from gradguard.evaluation import (
     baseline_accuracy,
     classification_metrics,
@@ -14,8 +16,19 @@ from gradguard.evaluation import (
     plot_training_curves,
 )
 from gradguard.io import DataError, load_arrays, write_json
+from gradguard.verdict import VerdictRules, judge
 from stages import common
 
+# From train's run summary into the experiment's summary, after the verdict.
+RUN_KEYS = (
+    "max_grad_norm",
+    "clip_fraction",
+    "skipped_steps",
+    "spikes",
+    "rollbacks",
+    "weight_growth",
+    "epochs",
+)
 # DVCLive's files under <live>/plots/metrics/, one panel of the PNG each.
 CURVES = {
     "loss": {"train": "train/loss.tsv", "val": "val/loss.tsv"},
@@ -53,12 +66,26 @@ def main(args, params) -> None:
     scores = classification_metrics(y_test, probabilities)
     confusion, per_class = scores.pop("confusion"), scores.pop("per_class_accuracy")
     baseline = baseline_accuracy(params.evaluate.baseline, train, (x_test, y_test), params.seed)
-    # Test metrics, the ones compared most first (`dvc exp show` keeps this order).
+    shares = np.bincount(y_test) / len(y_test)
+    rules = VerdictRules(params.evaluate.explode_factor, params.evaluate.collapse_margin)
+    verdict = judge(
+        diverged=summary["diverged"],
+        weight_growth=summary["weight_growth"],
+        accuracy=scores["accuracy"],
+        class_shares=shares,
+        rules=rules,
+    )
+    # The experiment's summary for `dvc exp show` and the gate: test metrics, the verdict and
+    # the run's gradient statistics, the ones compared most first (the table keeps this order).
+    run = {key: summary[key] for key in RUN_KEYS}
     write_json(
         args.out,
         {
             "accuracy": scores["accuracy"],
+            "verdict": verdict,
+            "healthy": verdict == "healthy",
             "diverged": bool(summary["diverged"]),
+            **run,
             "f1_macro": scores["f1_macro"],
             "loss": scores["loss"],
             "baseline_accuracy": baseline,
@@ -87,8 +114,8 @@ def main(args, params) -> None:
     plot_training_curves(curves, plots / "training_curves.png")
     print("confusion (rows: true class):", *confusion, sep="\n  ")
     print(
-        f"evaluate: test accuracy {scores['accuracy']:.4f} (baseline {params.evaluate.baseline}"
-        f" {baseline:.4f}), diverged={summary['diverged']} -> {args.out}"
+        f"evaluate: {verdict}, test accuracy {scores['accuracy']:.4f} (baseline "
+        f"{params.evaluate.baseline} {baseline:.4f}) -> {args.out}"
     )
 
 

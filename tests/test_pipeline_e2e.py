@@ -185,8 +185,9 @@ def test_an_experiment_with_clip_norm(repo):
     data = experiments(repo)["clip-1"]
     assert data["params"]["params.yaml"]["data"]["clip_norm"] == 1.0
     assert math.isfinite(data["metrics"]["metrics/eval.json"]["data"]["accuracy"])
-    run = data["metrics"]["metrics/train/metrics.json"]["data"]["run"]
+    run = data["metrics"]["metrics/eval.json"]["data"]  # the experiment's summary
     assert run["diverged"] is False and 0.0 <= run["clip_fraction"] <= 1.0
+    assert run["verdict"] == "healthy" and run["healthy"] is True
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert lock["stages"]["train"]["params"]["params.yaml"]["clip_norm"] == 1.0
 
@@ -212,7 +213,7 @@ def test_a_queued_sweep_then_apply_branch_and_plots_diff(repo):
         time.sleep(2)
     found = experiments(repo)
     norms = {name: d["params"]["params.yaml"]["data"].get("clip_norm") for name, d in found.items()}
-    assert sorted(n for n in norms.values() if n is not None) == [0.5, 1.0, 5.0], norms
+    assert sorted(n for n in norms.values() if n is not None) == [0.5, 1.0, 1.0, 5.0], norms
     table = dvc(
         "exp",
         "show",

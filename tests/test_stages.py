@@ -76,7 +76,8 @@ def test_the_four_stages_on_tiny_params(tmp_path, tiny_params_file):
     assert [row["class"] for row in per_class] == [str(k) for k in range(10)]
     assert 0.9 < scores["baseline_accuracy"] <= 1.0  # an SVC on 12x12 digits
     # The comparison columns first (`dvc exp show` keeps the file's order).
-    assert list(scores)[:2] == ["accuracy", "diverged"]
+    assert list(scores)[:5] == ["accuracy", "verdict", "healthy", "diverged", "max_grad_norm"]
+    assert scores["verdict"] == "healthy" and scores["weight_growth"] < 2.0
     summary = json.loads((tmp_path / "live" / "metrics.json").read_text())
     assert summary["run"]["epochs"] == 2 and summary["step"] == 1
     assert set(summary) == {"run", "step"} and "wall_time_s" not in summary["run"]
@@ -116,7 +117,7 @@ def test_a_diverged_run_is_a_result_not_a_crash(tmp_path):
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(params))
     scores = run_pipeline(tmp_path, params_file)
-    assert scores["diverged"] is True
+    assert scores["diverged"] is True and scores["verdict"] == "diverged"
     assert scores["first_nonfinite_step"] is not None
     summary = json.loads((tmp_path / "live" / "metrics.json").read_text())["run"]
     assert summary["diverged"] is True and summary["epochs"] == 1  # stopped in epoch 1

@@ -173,9 +173,18 @@ class TrainParams:
 class EvaluateParams:
     baseline: Literal["logistic", "svc"] = "svc"  # scikit-learn model fitted beside the CNN
     batch_size: int = 256  # samples per evaluation batch
+    explode_factor: float = 100.0  # verdict: weight norm grew this many times: exploded
+    collapse_margin: float = 0.1  # verdict: accuracy closes less of chance..1: collapsed
 
     def validate(self) -> None:
         _check(self.batch_size >= 1, "evaluate.batch_size", self.batch_size, "an integer >= 1")
+        _check(
+            self.explode_factor > 1,
+            "evaluate.explode_factor",
+            self.explode_factor,
+            "a factor > 1",
+        )
+        _fraction("evaluate.collapse_margin", self.collapse_margin)
 
 
 @dataclasses.dataclass(frozen=True)

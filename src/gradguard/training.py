@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
 
+from gradguard import verdict
 from gradguard.callbacks import DivergenceMonitor, GradientStatsLogger, read_stats
 from gradguard.io import fingerprint
 from gradguard.models import build_cnn, build_optimizer, load_model
@@ -61,6 +63,11 @@ def training_context(distribute: str, mixed_precision: bool):
         keras.config.set_dtype_policy(previous)
 
 
+def global_norm(variables) -> float:
+    """The L2 norm of all the variables together, computed in float64 on the host."""
+    return math.sqrt(sum(float(np.sum(np.square(np.asarray(v, np.float64)))) for v in variables))
+
+
 def run_fingerprint(params: Params, *arrays: np.ndarray) -> str:
     """Identifies a training run: the params it reads and the data it sees."""
     train_params = dataclasses.asdict(params)
@@ -82,6 +89,8 @@ class TrainResult:
     spikes: int  # gradient-norm spikes detected (see gradguard.detection)
     loss_spikes: int  # batch-loss spikes detected (`train.loss_spikes`)
     rollbacks: int  # rollbacks made by the `rollback` policy
+    # Largest epoch-end global weight norm / the initial one (see gradguard.verdict).
+    weight_growth: float
     first_nonfinite_step: int | None  # guard step of the first NaN/Inf gradient
     diverged_at_step: int | None  # batches seen when divergence ended the run
     epochs: int  # epochs run, resumed ones included
@@ -150,6 +159,7 @@ def fit(
     best_weights = (
         load_model(checkpoint).get_weights() if saved and Path(checkpoint).is_file() else None
     )
+    initial_weight_norm = saved.get("initial_weight_norm") or global_norm(model.trainable_weights)
     guard = model.optimizer
     if isinstance(guard, keras.optimizers.LossScaleOptimizer):
         guard = guard.inner_optimizer
@@ -191,7 +201,11 @@ def fit(
             live_dir,
             checkpointer,
             early_stopping,
-            extras=lambda: {"gradient_stats": stats_logger.state(), "recovery": recovery.state()},
+            extras=lambda: {
+                "gradient_stats": stats_logger.state(),
+                "recovery": recovery.state(),
+                "initial_weight_norm": initial_weight_norm,
+            },
             arrays=recovery.snapshot_arrays,
         ),
     ]
@@ -227,6 +241,13 @@ def fit(
         spikes=stats["spikes"],
         loss_spikes=stats["loss_spikes"],
         rollbacks=recovery.rollbacks,
+        weight_growth=verdict.weight_growth(
+            initial_weight_norm,
+            [
+                math.sqrt(sum(layer["weight_norm"] ** 2 for layer in epoch["layers"].values()))
+                for epoch in stats_logger.layer_epochs
+            ],
+        ),
         resumed_from_epoch=initial_epoch or None,
         wall_time_s=round(time.perf_counter() - started, 3),
         recovery_events=recovery.events,

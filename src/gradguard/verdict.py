@@ -1,0 +1,78 @@
+"""The verdict on a finished run: healthy, diverged, exploded or collapsed.
+
+`diverged` alone (a non-finite update, or skips that ran out) misses the runs
+that blow up and die without a NaN: a gradient step of norm 1e9 applied once
+leaves finite weights a billion times too large and a network at chance. The
+verdict adds two rules for those, each with its threshold as a parameter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+VERDICTS = ("healthy", "diverged", "exploded", "collapsed")
+
+
+@dataclasses.dataclass(frozen=True)
+class VerdictRules:
+    """Thresholds of `judge`.
+
+    Attributes:
+        explode_factor: a run whose global weight norm, at some epoch's end,
+            reached this many times its value at initialisation has exploded.
+            Healthy runs of this project's CNNs stay below 2x (clipped or not)
+            and an exploded one reaches 1e7x, so 100 leaves room on both sides;
+            raise it when starting from a deliberately tiny `init_scale`.
+        collapse_margin: a model whose test accuracy closes less than this share
+            of the gap between chance (the largest class's share) and 1 has
+            collapsed: 0.1 on 10 balanced classes means below 19 %.
+    """
+
+    explode_factor: float = 100.0
+    collapse_margin: float = 0.1
+
+
+def weight_growth(initial_norm: float, epoch_norms: Sequence[float]) -> float:
+    """The largest epoch-end global weight norm over the initial one (inf if non-finite).
+
+    Args:
+        initial_norm: the global L2 norm of the trainable weights before training.
+        epoch_norms: the same norm at each epoch's end.
+    """
+    if not epoch_norms:
+        return 1.0
+    if not all(math.isfinite(norm) for norm in epoch_norms):
+        return math.inf
+    return max(epoch_norms) / max(initial_norm, 1e-12)
+
+
+def judge(
+    *,
+    diverged: bool,
+    weight_growth: float,
+    accuracy: float,
+    class_shares: Sequence[float],
+    rules: VerdictRules,
+) -> str:
+    """The verdict: the first of diverged, exploded, collapsed that holds, else healthy.
+
+    Args:
+        diverged: the run went non-finite (or skipped updates until it stopped).
+        weight_growth: see `weight_growth`.
+        accuracy: test accuracy of the kept model.
+        class_shares: each class's share of the test set (chance is the largest).
+        rules: the thresholds.
+
+    Returns:
+        One of `VERDICTS`.
+    """
+    if diverged:
+        return "diverged"
+    if not weight_growth < rules.explode_factor:  # NaN or inf too
+        return "exploded"
+    chance = max(class_shares)
+    if not accuracy >= chance + rules.collapse_margin * (1.0 - chance):
+        return "collapsed"
+    return "healthy"

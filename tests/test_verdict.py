@@ -1,0 +1,62 @@
+"""The verdict: each rule on hand-made numbers, including the runs that blew up without a NaN."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from gradguard.verdict import VerdictRules, judge, weight_growth
+
+TEN_CLASSES = [0.1] * 10  # chance 0.1: collapsed below 0.1 + 0.1 * 0.9 = 0.19
+RULES = VerdictRules()
+
+
+def verdict(diverged=False, growth=1.2, accuracy=0.98, shares=TEN_CLASSES):
+    return judge(
+        diverged=diverged,
+        weight_growth=growth,
+        accuracy=accuracy,
+        class_shares=shares,
+        rules=RULES,
+    )
+
+
+def test_weight_growth_is_the_largest_epoch_norm_over_the_initial_one():
+    assert weight_growth(20.0, [22.0, 25.0, 23.0]) == 1.25
+    assert weight_growth(20.0, []) == 1.0  # no epoch finished
+    assert weight_growth(19.0, [1.12e9, 1.12e9]) == pytest.approx(5.9e7, rel=1e-2)
+    assert weight_growth(20.0, [21.0, math.inf]) == math.inf
+    assert weight_growth(20.0, [21.0, math.nan, 22.0]) == math.inf  # NaN anywhere
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        # A healthy run: the default digits run grows its weights 1.2x, accuracy 98.9 %.
+        ({}, "healthy"),
+        # Non-finite wins over everything else.
+        ({"diverged": True, "growth": 1e9, "accuracy": 0.1}, "diverged"),
+        # The late scenario without clipping, seed 7: finite, weights 1.1e9 from 19 at
+        # init (5.9e7x), test accuracy 10 %: it blew up without a NaN.
+        ({"growth": 5.9e7, "accuracy": 0.1}, "exploded"),
+        # Exploded even when the checkpoint kept from before the blow-up scores well.
+        ({"growth": 150.0, "accuracy": 0.95}, "exploded"),
+        ({"growth": 99.9, "accuracy": 0.95}, "healthy"),  # just under the factor
+        ({"growth": math.inf}, "exploded"),
+        # A dead network: finite, weights barely moved, stuck at chance.
+        ({"growth": 1.0, "accuracy": 0.10}, "collapsed"),
+        ({"growth": 1.0, "accuracy": 0.1889}, "collapsed"),  # just under 0.19
+        ({"growth": 1.0, "accuracy": 0.1900001}, "healthy"),
+        ({"accuracy": math.nan}, "collapsed"),
+    ],
+)
+def test_each_rule(case, expected):
+    assert verdict(**case) == expected
+
+
+def test_chance_is_the_largest_class_share():
+    # 70 % of one class: predicting it always is chance; 0.7 + 0.1 * 0.3 = 0.73 is the bar.
+    shares = [0.7, 0.2, 0.1]
+    assert verdict(accuracy=0.72, shares=shares) == "collapsed"
+    assert verdict(accuracy=0.74, shares=shares) == "healthy"
