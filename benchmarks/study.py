@@ -1,17 +1,18 @@
-"""The explosion study: every remedy on the stress preset, 3 seeds each, run by DVC itself.
+"""The explosion study: every remedy on the stress preset, 5 seeds each, run by DVC itself.
 
     python benchmarks/study.py run       # queue the experiments, run the queue, wait
     python benchmarks/study.py render    # docs/study.md and docs/study_grad_norms.png
 
 `run` queues one `dvc exp run --queue -n study-<variant>-s<seed> -S ...` per cell and
 runs the queue with `dvc queue start -j 1`; `render` reads `dvc exp show --json` (and
-the per-step norms committed in each experiment) and rewrites the page. Every number
+the per-step norms each experiment recorded) and rewrites the page. Every number
 on it comes from those runs; re-running both commands regenerates it.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import csv
 import io
 import json
@@ -22,7 +23,8 @@ import sys
 import time
 from pathlib import Path
 
-SEEDS = (0, 1, 2)
+# Seeds no rule or threshold of this project was tuned on (earlier studies used 0-2).
+SEEDS = (100, 101, 102, 103, 104)
 # A deep plain CNN (six conv blocks, ELU, no batch norm), He initialisation x2, SGD at 0.1:
 # without clipping it diverges within a few steps on every seed tried (README).
 STRESS = (
@@ -70,7 +72,7 @@ def dvc(*args: str) -> str:
     return done.stdout
 
 
-def run() -> None:
+def run(jobs: int = 1) -> None:
     old = sorted(name for name in experiments() if name.startswith("study-"))
     if old:  # a re-run replaces the previous study's experiments (names must be unique)
         dvc("exp", "remove", *old)
@@ -85,7 +87,7 @@ def run() -> None:
                 f"study-{slug(variant)}-s{seed}",
                 *(arg for s in sets for arg in ("-S", s)),
             )
-    dvc("queue", "start", "-j", "1")
+    dvc("queue", "start", "-j", str(jobs))
     started = time.monotonic()
     while any(state in dvc("queue", "status") for state in ("Queued", "Running")):
         time.sleep(15)
@@ -151,25 +153,26 @@ def render(out: Path) -> None:
             f"study: no finished study experiments; run `python benchmarks/study.py run` "
             f"first ({out} left as it is)"
         )
+    seeds = ", ".join(map(str, SEEDS))
     lines = [
         "# The explosion study",
         "",
         "Every remedy on the stress preset (six 16-filter conv blocks, ELU, no batch norm, no",
-        "dropout, He initialisation x2, plain SGD at learning rate 0.1), seeds 0, 1, 2, on the",
-        "bundled digits. Made by `python benchmarks/study.py run` (DVC's experiment queue) and",
-        "`python benchmarks/study.py render` (this page, from `dvc exp show --json`). Accuracy is",
-        "test accuracy of the best checkpoint (a diverged run scores what its last checkpoint",
-        "earns); mean ± standard deviation over the seeds that ran. The last three rows",
-        "change the preset: plain He initialisation at learning rate 0.3 trains for a while",
-        "and then explodes, so rollback has a healthy snapshot to return to. Rollbacks are",
-        "listed per seed; a rollback run counts as diverged when a spike came after its",
-        "`max_rollbacks` (3) were spent and the run was stopped (its weights stay finite: the",
-        "spike's update is skipped). Per-event details (step, norm, batch loss, the layers with",
-        "the largest gradients) are in each experiment's `metrics/train/events.json`.",
+        f"dropout, He initialisation x2, plain SGD at learning rate 0.1), seeds {seeds} (never",
+        "used to tune anything), on the bundled digits. Made by `python benchmarks/study.py run`",
+        "(DVC's experiment queue) and `python benchmarks/study.py render` (this page, from",
+        "`dvc exp show --json`). Accuracy is the test accuracy of the kept checkpoint, per seed",
+        "and as mean ± standard deviation. The verdict is the pipeline's own (`healthy`,",
+        "`diverged`: non-finite, `exploded`: finite but the weights grew 100x or more over their",
+        "initial norm, `collapsed`: at chance; see the README), counted over the seeds. The",
+        "last three rows change the preset: plain He initialisation at learning rate 0.3 trains",
+        "for a while and then explodes, so rollback has a healthy snapshot to return to.",
+        "Rollbacks are listed per seed. Per-event details (step, norm, batch loss, the layers",
+        "with the largest gradients) are in each experiment's `metrics/train/events.json`.",
         "",
-        "| variant | params beyond the preset | test accuracy % | diverged | first non-finite "
-        "step | clip fraction | rollbacks |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | params beyond the preset | test accuracy % per seed | mean ± std | "
+        ">= 95 % | verdicts | first non-finite step | rollbacks |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for variant, overrides in VARIANTS.items():
         runs = [
@@ -177,20 +180,22 @@ def render(out: Path) -> None:
         ]
         if not runs:
             continue
-        acc = [metric(d, "metrics/eval.json", "accuracy") for d in runs]
-        run_of = [metric(d, "metrics/train/metrics.json", "run") or {} for d in runs]
-        diverged = sum(bool(r.get("diverged")) for r in run_of)
-        first = [r.get("first_nonfinite_step") for r in run_of]
+        summary = [metric(d, "metrics/eval.json") or {} for d in runs]
+        acc = [r.get("accuracy") for r in summary]
+        verdicts = collections.Counter(r.get("verdict", "?") for r in summary)
+        first = [r.get("first_nonfinite_step") for r in summary]
         lines.append(
             f"| {variant} | `{' '.join(overrides) or '-'}` | "
+            f"{', '.join('-' if a is None else f'{a * 100:.1f}' for a in acc)} | "
             f"{cell([a * 100 if a is not None else None for a in acc])} | "
-            f"{diverged}/{len(runs)} | {', '.join('-' if f is None else str(f) for f in first)} | "
-            f"{cell([r.get('clip_fraction') for r in run_of], '{:.2f}')} | "
-            f"{', '.join(str(r.get('rollbacks') or 0) for r in run_of)} |"
+            f"{sum(a is not None and a >= 0.95 for a in acc)} of {len(runs)} | "
+            f"{', '.join(f'{k} {n}' for k, n in sorted(verdicts.items()))} | "
+            f"{', '.join('-' if f is None else str(f) for f in first)} | "
+            f"{', '.join(str(r.get('rollbacks') or 0) for r in summary)} |"
         )
     figure = out.with_name("study_grad_norms.png")
     plot_curves(found, figure)
-    lines += ["", f"![pre-clip gradient norm per step, seed 0]({figure.name})", ""]
+    lines += ["", f"![pre-clip gradient norm per step, seed {SEEDS[0]}]({figure.name})", ""]
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {out} and {figure}")
 
@@ -203,7 +208,7 @@ def plot_curves(found: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(CURVES), figsize=(15, 3.6), squeeze=False)
     for axis, variant in zip(axes[0], CURVES, strict=True):
-        name = f"study-{slug(variant)}-s0"
+        name = f"study-{slug(variant)}-s{SEEDS[0]}"
         if name in found:
             steps, norms = step_norms(found[name][0])
             axis.plot(steps, norms, linewidth=0.8)
@@ -221,7 +226,7 @@ def plot_curves(found: dict, path: Path) -> None:
             if axis.get_legend_handles_labels()[0]:
                 axis.legend(loc="upper right", fontsize=8)
         axis.set_yscale("log")
-        axis.set_title(f"{variant}, seed 0", fontsize=10)
+        axis.set_title(f"{variant}, seed {SEEDS[0]}", fontsize=10)
         axis.set_xlabel("step")
         axis.set_ylabel("pre-clip global norm")
         axis.grid(alpha=0.3)
@@ -234,9 +239,10 @@ def main() -> None:
     cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cli.add_argument("command", choices=("run", "render"))
     cli.add_argument("--out", default="docs/study.md")
+    cli.add_argument("--jobs", type=int, default=1, help="experiments at a time (run)")
     args = cli.parse_args()
     if args.command == "run":
-        run()
+        run(args.jobs)
     else:
         render(Path(args.out))
 
