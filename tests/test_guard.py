@@ -205,19 +205,22 @@ def test_step_log_keeps_the_windows_steps_in_order_and_wraps():
 
 
 def test_spike_detection_by_hand_and_spikes_skipped():
-    # Window 4, 2 sigma (population std). Decisions start when the window is half full.
-    # [1, 3]: mean 2, std 1 -> 5 > 4 is a spike (kept out of the window);
-    # 4 > 4 is not -> window [1, 3, 4]: mean 2.667, std 1.247 -> bound 5.161: 5.2 is a spike.
+    # Window 4, 2 sigma (population std). Decisions start when the window is half full;
+    # every finite norm enters the window after its decision, spikes too.
+    # [1, 3]: mean 2, std 1 -> 5 > 4 is a spike (skipped, but admitted);
+    # [1, 3, 5]: mean 3, std sqrt(8/3) = 1.633 -> bound 6.266: 4.5 is not;
+    # [1, 3, 5, 4.5]: mean 3.375, var 9.6875 / 4 = 2.4219, std 1.5562 -> bound 6.4875: 9 is.
+    # (Were the spike kept out, [1, 3] would make 4.5 > 4 a spike too.)
     weights = variable([0.0])
     guard = GradientGuard(
         keras.optimizers.SGD(1.0), spike_window=4, spike_sigma=2.0, skip_spikes=True
     )
     spikes = []
-    for norm in (1.0, 3.0, 5.0, 4.0, 5.2):
+    for norm in (1.0, 3.0, 5.0, 4.5, 9.0):
         apply(guard, [[norm]], [weights])
         spikes.append(read_stats(guard)["spikes"])
     assert spikes == [0, 0, 1, 1, 2]
-    assert weights.numpy().tolist() == [-8.0]  # only 1, 3 and 4 were applied
+    assert weights.numpy().tolist() == [-8.5]  # only 1, 3 and 4.5 were applied
     stats = read_stats(guard)
     assert stats["events"] == 2 and stats["skipped_steps"] == 2
     assert [row[4] for row in guard.read_step_log()] == [0, 0, 1, 0, 1]
@@ -229,6 +232,41 @@ def test_spikes_are_counted_but_applied_unless_skip_spikes():
     for norm in (1.0, 3.0, 5.0):
         apply(guard, [[norm]], [weights])
     assert read_stats(guard)["spikes"] == 1 and weights.numpy().tolist() == [-9.0]
+
+
+def spike_guard(**kwargs):
+    return GradientGuard(
+        keras.optimizers.SGD(1.0), spike_window=4, spike_sigma=2.0, skip_spikes=True, **kwargs
+    )
+
+
+def test_a_level_shift_passes_instead_of_being_skipped_forever():
+    # The norm steps from ~1 to 2 for good: one spike (skipped), then the window has let
+    # 2.0 in and the band (2.112, see test_detection) passes the rest. 1 + 1.1 + 1 + 1.1
+    # and 19 x 2 are applied: w = -(4.2 + 38).
+    weights = variable([0.0])
+    guard = spike_guard(max_consecutive_skips=3)
+    for norm in [1.0, 1.1, 1.0, 1.1] + [2.0] * 20:
+        apply(guard, [[norm]], [weights])
+    stats = read_stats(guard)
+    assert (stats["spikes"], stats["skipped_steps"], stats["diverged"]) == (1, 1, 0)
+    assert weights.numpy()[0] == pytest.approx(-42.2, rel=1e-6)
+
+
+def test_skipped_spikes_count_toward_max_consecutive_skips():
+    # After [1, 1.1, 1, 1.1]: 10 > 1.15; [10, 1.1, 1, 1.1]: mean 3.3, std 3.869 -> 100 >
+    # 11.04; [10, 100, 1, 1.1]: mean 28.03, std 41.72 -> 1000 > 111.5. Three spikes
+    # skipped in a row: diverged. Then 1 is applied and the count starts again.
+    weights = variable([0.0])
+    guard = spike_guard(max_consecutive_skips=3)
+    counts = []
+    for norm in (1.0, 1.1, 1.0, 1.1, 10.0, 100.0, 1000.0, 1.0):
+        apply(guard, [[norm]], [weights])
+        counts.append(read_stats(guard)["consecutive_skips"])
+    assert counts == [0, 0, 0, 0, 1, 2, 3, 0]
+    stats = read_stats(guard)
+    assert (stats["skipped_steps"], stats["diverged"]) == (3, 1)
+    assert weights.numpy()[0] == pytest.approx(-5.2, rel=1e-6)
 
 
 def test_layout_groups_variables_by_layer():

@@ -1,4 +1,4 @@
-"""Spike detection on the gradient norm, as a pure function over `keras.ops`."""
+"""Spike detection on the gradient norm (or the batch loss), as a pure function over `keras.ops`."""
 
 from __future__ import annotations
 
@@ -6,33 +6,49 @@ from typing import NamedTuple
 
 from keras import ops
 
+# Levanter's floor on the window's standard deviation: without it a window of equal
+# values (std 0) makes any larger value a spike, e.g. 1.000001 after (1, 1).
+STD_FLOOR = 1e-6
+
 
 class SpikeState(NamedTuple):
-    """A ring buffer of recent non-spike norms and how many were ever written."""
+    """A ring buffer of recent finite values and how many were ever written."""
 
     history: object  # float32[window]
     count: object  # int32 scalar
 
 
 def spike_check(state: SpikeState, norm, finite, sigma: float):
-    """Is `norm` a spike: above mean + sigma * std of the rolling window?
+    """Is `norm` a spike? Decide from the values before it, then add it to the window.
 
-    No decision is made before the window is half full. Spikes and non-finite
-    norms are kept out of the window, so one spike does not widen the band
-    that should catch the next.
+    No decision is made before the window is half full, and then a spike is
+    above mean + sigma * max(std, STD_FLOOR) of the window (population std).
+
+    Every finite value enters the window after the decision, spikes included,
+    as in OLMo-core and Levanter: a lasting level shift (e.g. norms 1 -> 2)
+    widens the band within a few steps and then passes, where a window that
+    kept spikes out would call every later step a spike and skip forever. The
+    price: one admitted spike widens the band for `window` steps, so a second
+    spike of the same size within them may pass. Non-finite values stay out
+    (one NaN would make the band NaN for `window` steps); the guard skips them
+    on their own rule.
 
     Args:
         state: the window.
-        norm: this step's pre-clip global norm (float32 scalar).
-        finite: whether this step's gradients are finite (bool scalar).
+        norm: this step's value, e.g. the pre-clip global norm (float32 scalar).
+        finite: whether this step's gradients (and value) are finite (bool scalar).
         sigma: how many standard deviations above the mean make a spike.
 
     Returns:
         `(is_spike, new_state)`.
 
     References:
-        The loss- and gradient-spike rules of OLMo-core and Levanter (window
-        128, 6 sigma); Chowdhery et al. 2022 (PaLM), section 5.1, on spikes.
+        Levanter, `src/levanter/optim/skipstep.py` (`SkipStepConfig.wrap`:
+        window 128, 6 sigma, std floored at 1e-6, no decision before half the
+        window, every value written after the decision); OLMo-core,
+        `src/olmo_core/optim/skip_step_optimizer.py` (`SkipStepOptimizer`:
+        `latest_grad_norm` appends every value, the z-score uses the ones
+        before it); Chowdhery et al. 2022 (PaLM), section 5.1, on spikes.
     """
     window = state.history.shape[0]
     filled = ops.minimum(state.count, window)
@@ -40,9 +56,10 @@ def spike_check(state: SpikeState, norm, finite, sigma: float):
     n = ops.cast(ops.maximum(filled, 1), "float32")
     mean = ops.sum(ops.where(valid, state.history, 0.0)) / n
     var = ops.sum(ops.where(valid, ops.square(state.history - mean), 0.0)) / n
+    std = ops.maximum(ops.sqrt(var), STD_FLOOR)
     ready = filled * 2 >= window
-    is_spike = ops.logical_and(ops.logical_and(finite, ready), norm > mean + sigma * ops.sqrt(var))
-    keep = ops.logical_and(finite, ops.logical_not(is_spike))
+    above = ops.logical_and(ready, norm > mean + sigma * std)
+    is_spike = ops.logical_and(finite, above)
     slot = ops.mod(state.count, window)
-    history = ops.where(ops.logical_and(keep, ops.arange(window) == slot), norm, state.history)
-    return is_spike, SpikeState(history, state.count + ops.cast(keep, "int32"))
+    history = ops.where(ops.logical_and(finite, ops.arange(window) == slot), norm, state.history)
+    return is_spike, SpikeState(history, state.count + ops.cast(finite, "int32"))

@@ -82,11 +82,15 @@ class GradientGuard(keras.optimizers.Optimizer):
             decay and warm-up steps.
         skip_nonfinite: skip the whole update (weights, optimizer slots, iterations)
             when any gradient is NaN or Inf.
-        max_consecutive_skips: after this many skips in a row, `diverged` is set.
+        max_consecutive_skips: after this many skipped updates in a row (non-finite
+            or, with skip_spikes, spikes), `diverged` is set.
         step_log_size: how many steps of (pre-clip norm, post-clip norm, threshold,
             event) the window keeps on the device for `read_step_log` (the last win).
         spike_window, spike_sigma: a finite norm above mean + spike_sigma * std of
-            the last spike_window norms is a spike (counted in `spikes`).
+            the last spike_window finite norms is a spike (counted in `spikes`); std
+            floored at 1e-6. Every finite norm enters the window, spikes too, so a
+            lasting level shift passes after a few steps (Levanter's and OLMo-core's
+            rule; see `gradguard.detection.spike_check`).
         skip_spikes: skip the update of a spike step too, as a non-finite one.
         loss_spikes: also call a step a spike when its batch loss (not Keras's
             running mean) is above the same band of its own window. The trainer

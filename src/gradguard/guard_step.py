@@ -23,8 +23,8 @@ STATS = {
     "post_clip_norm": ("float32", 0.0),  # ... and after clipping
     "threshold": ("float32", float("inf")),  # global-norm bound in force (inf: none)
     "clipped_steps": ("int32", 0),  # finite steps whose gradients clipping changed
-    "skipped_steps": ("int32", 0),  # updates skipped for non-finite gradients
-    "consecutive_skips": ("int32", 0),  # skips in a row, reset by a finite step
+    "skipped_steps": ("int32", 0),  # updates skipped (non-finite, or spikes with skip_spikes)
+    "consecutive_skips": ("int32", 0),  # skipped updates in a row, reset by an applied one
     "first_nonfinite_step": ("int32", -1),  # step of the first NaN/Inf gradient
     "diverged": ("int32", 0),  # 1 once an update went non-finite or skips ran out
     "spikes": ("int32", 0),  # finite steps whose norm was a spike (see gradguard.detection)
@@ -254,7 +254,9 @@ def guard_step(
         EVENTS["nonfinite"],
         ops.where(is_spike, EVENTS["spike"], ops.where(is_loss_spike, EVENTS["loss_spike"], 0.0)),
     )
-    consecutive = ops.where(finite, 0, state["consecutive_skips"] + 1)
+    # Every skipped update counts, spikes too: a run that skips spike after spike ends as
+    # diverged after max_consecutive_skips, as one that skips NaN after NaN does.
+    consecutive = ops.where(skip, state["consecutive_skips"] + 1, 0)
     step = ops.cast(step, "int32")
     new.update(
         pre_clip_norm=pre,

@@ -1,0 +1,53 @@
+"""spike_check on scripted sequences of norms, every band worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from keras import ops
+
+from gradguard import detection
+from gradguard.detection import SpikeState
+
+
+def spikes(norms, window=4, sigma=2.0):
+    """Indices of the norms spike_check flags, and the final state."""
+    state = SpikeState(ops.zeros((window,), "float32"), ops.convert_to_tensor(0, "int32"))
+    flagged = []
+    for i, norm in enumerate(norms):
+        value = ops.convert_to_tensor(norm, "float32")
+        is_spike, state = detection.spike_check(state, value, ops.isfinite(value), sigma)
+        if bool(is_spike):
+            flagged.append(i)
+    return flagged, state
+
+
+def test_a_level_shift_is_one_spike_then_passes():
+    # Window 4, 2 sigma. [1, 1.1, 1, 1.1]: mean 1.05, std 0.05 -> bound 1.15: 2 is a spike,
+    # but enters the window: [2, 1.1, 1, 1.1]: mean 1.3, var 0.66 / 4 = 0.165, std 0.4062
+    # -> bound 2.112: the next 2 passes, and so do the rest ([2, 2, 1, 1.1]: bound 2.478;
+    # [2, 2, 2, 1.1]: 2.554; [2, 2, 2, 2]: std 0 floored to 1e-6 -> 2.000002).
+    flagged, _ = spikes([1.0, 1.1, 1.0, 1.1] + [2.0] * 20)
+    assert flagged == [4]
+
+
+def test_std_of_a_constant_window_is_floored_at_1e_minus_6():
+    # [1, 1]: mean 1, std 0 -> floored: bound 1 + 6 * 1e-6 = 1.000006 (6 sigma).
+    # 1.000001 (float32: 1.00000095) is under it; 1.00001 is above.
+    assert spikes([1.0, 1.0, 1.000001], sigma=6.0)[0] == []
+    assert spikes([1.0, 1.0, 1.00001], sigma=6.0)[0] == [2]
+    assert detection.STD_FLOOR == 1e-6
+
+
+def test_no_band_decision_before_the_window_is_half_full():
+    # Window 8: the band decides from the 4th value on; 1000 at index 2 passes unjudged.
+    assert spikes([1.0, 1.0, 1000.0], window=8)[0] == []
+
+
+def test_non_finite_values_stay_out_of_the_window():
+    # [1, NaN, 3, Inf]: only 1 and 3 are written; a NaN is never a spike (the guard
+    # handles it on its own rule).
+    flagged, state = spikes([1.0, math.nan, 3.0, math.inf])
+    assert flagged == [] and int(state.count) == 2
+    assert ops.convert_to_numpy(state.history).tolist()[:2] == pytest.approx([1.0, 3.0])
