@@ -60,6 +60,36 @@ def test_per_tensor_norm_clipping_treats_each_tensor_alone(tensor):
     np.testing.assert_allclose(b, [0.1], rtol=1e-6)
 
 
+def test_norms_of_a_finite_gradient_whose_squares_overflow_float32(tensor):
+    # 3e19^2 + 4e19^2 = 2.5e39 > 3.4e38 (float32 max); the norm, 5e19, is not.
+    big = tensor([3e19, 4e19])
+    assert float(clipping.global_norm([big])) == pytest.approx(5e19, rel=1e-6)
+    # Groups [3e19] and [4e19, 1]: 3e19 and 4e19 (1 is lost in float32), total 5e19.
+    norms, total = clipping.group_norms(
+        [tensor([3e19]), tensor([4e19]), tensor([1.0])], [0, 1, 1], 2
+    )
+    np.testing.assert_allclose(numpy([norms])[0], [3e19, 4e19], rtol=1e-6)
+    assert float(total) == pytest.approx(5e19, rel=1e-6)
+    # Clipped to 1: (0.6, 0.8), by the global norm and by each tensor's norm alike.
+    for clipped in (clipping.clip_by_global_norm([big], 1.0), clipping.clip_by_norm([big], 1.0)):
+        np.testing.assert_allclose(numpy(clipped)[0], [0.6, 0.8], rtol=1e-6)
+
+
+def test_rescaled_norms_still_report_nan_and_inf(tensor):
+    assert math.isnan(float(clipping.global_norm([tensor([math.nan, 1.0])])))
+    assert math.isinf(float(clipping.global_norm([tensor([math.inf, 1.0])])))
+    assert math.isinf(float(clipping.global_norm([tensor([3e38, 3e38, 3e38])])))  # 5.2e38
+
+
+def test_agc_scales_an_overflowing_unit_to_its_bound(tensor):
+    # Grad columns (3e19, 4e19): norm 5e19 (squares overflow) and (0, 1): norm 1.
+    # Weight columns norms 5 and 1, lambda 0.1: bounds 0.5 and 0.1.
+    grad, weight = tensor([[3e19, 0.0], [4e19, 1.0]]), tensor([[3.0, 0.0], [4.0, 1.0]])
+    np.testing.assert_allclose(numpy([clipping.unitwise_norm(grad)])[0], [[5e19, 1.0]], rtol=1e-6)
+    (clipped,) = numpy(clipping.adaptive_clip([grad], [weight], 0.1))
+    np.testing.assert_allclose(clipped, [[0.3, 0.0], [0.4, 0.1]], rtol=1e-6)
+
+
 def test_all_finite_spots_nan_and_inf(tensor):
     assert bool(clipping.all_finite([tensor([1.0, 2.0]), None]))
     assert not bool(clipping.all_finite([tensor([1.0, math.nan])]))

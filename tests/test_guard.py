@@ -269,6 +269,21 @@ def test_skipped_spikes_count_toward_max_consecutive_skips():
     assert weights.numpy()[0] == pytest.approx(-5.2, rel=1e-6)
 
 
+def test_a_finite_gradient_whose_squares_overflow_float32_is_clipped_not_skipped():
+    # (3e19, 4e19): 9e38 + 1.6e39 overflows float32 (max 3.4e38), the norm 5e19 does not.
+    # clip_norm 1: (3e19, 4e19) * 1 / 5e19 = (0.6, 0.8); SGD lr 1 -> w = (-0.6, -0.8).
+    weights = variable([0.0, 0.0])
+    guard = GradientGuard(keras.optimizers.SGD(1.0), clip_norm=1.0)
+    apply(guard, [[3e19, 4e19]], [weights])
+    stats = read_stats(guard)
+    assert stats["pre_clip_norm"] == pytest.approx(5e19, rel=1e-6)
+    assert stats["post_clip_norm"] == pytest.approx(1.0, rel=1e-6)
+    assert (stats["skipped_steps"], stats["clipped_steps"], stats["diverged"]) == (0, 1, 0)
+    np.testing.assert_allclose(weights.numpy(), [-0.6, -0.8], rtol=1e-6)
+    (layer_norm,) = guard.read_step_log()[0].layer_norms.values()  # one layer
+    assert layer_norm == pytest.approx(5e19, rel=1e-6)
+
+
 def test_layout_groups_variables_by_layer():
     class Var:  # only the path matters
         def __init__(self, path):

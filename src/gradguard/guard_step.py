@@ -218,13 +218,12 @@ def guard_step(
     """
     grads = list(grads)
     n_layers = len(layout.layer_names)
-    layer_squares = clipping.group_square_sums(grads, layout.layer_of, n_layers)
-    layer_norms = ops.sqrt(layer_squares)
-    pre = ops.sqrt(ops.sum(layer_squares))
+    # Overflow-safe: a finite gradient of norm 5e19 is clipped, not skipped as non-finite.
+    layer_norms, pre = clipping.group_norms(grads, layout.layer_of, n_layers)
     finite = ops.logical_and(clipping.all_finite(grads), ops.isfinite(pre))
     clipped, threshold, mode_updates = clip(config, state, grads, weights, pre, layout.agc_excluded)
     # Summed in the same order as `pre`, so an unchanged gradient gives post == pre exactly.
-    post = ops.sqrt(ops.sum(clipping.group_square_sums(clipped, layout.layer_of, n_layers)))
+    post = clipping.group_norms(clipped, layout.layer_of, n_layers)[1]
 
     new = dict(state)
     for key, value in mode_updates.items():  # a NaN norm must not poison the history
