@@ -11,13 +11,15 @@ from gradguard import detection
 from gradguard.detection import SpikeState
 
 
-def spikes(norms, window=4, sigma=2.0):
+def spikes(norms, window=4, sigma=2.0, warmup_factor=None):
     """Indices of the norms spike_check flags, and the final state."""
     state = SpikeState(ops.zeros((window,), "float32"), ops.convert_to_tensor(0, "int32"))
     flagged = []
     for i, norm in enumerate(norms):
         value = ops.convert_to_tensor(norm, "float32")
-        is_spike, state = detection.spike_check(state, value, ops.isfinite(value), sigma)
+        is_spike, state = detection.spike_check(
+            state, value, ops.isfinite(value), sigma, warmup_factor
+        )
         if bool(is_spike):
             flagged.append(i)
     return flagged, state
@@ -41,8 +43,31 @@ def test_std_of_a_constant_window_is_floored_at_1e_minus_6():
 
 
 def test_no_band_decision_before_the_window_is_half_full():
-    # Window 8: the band decides from the 4th value on; 1000 at index 2 passes unjudged.
+    # Window 8: the band decides from the 4th value on; 1000 at index 2 passes unjudged
+    # without the warm-up rule.
     assert spikes([1.0, 1.0, 1000.0], window=8)[0] == []
+
+
+def test_warmup_flags_a_value_100_times_the_median_so_far():
+    # Window 128 (decides from 64 values on). Median of [0.5] is 0.5: 500 > 100 * 0.5.
+    assert spikes([0.5, 500.0], window=128, warmup_factor=100.0)[0] == [1]
+    # 40 < 50 passes; median of [0.5, 40] is 20.25, so 1000 < 2025 passes too.
+    assert spikes([0.5, 40.0, 1000.0], window=128, warmup_factor=100.0)[0] == []
+    # Off with None.
+    assert spikes([0.5, 500.0], window=128)[0] == []
+
+
+def test_warmup_lets_a_lasting_rise_pass_after_as_many_steps_as_came_before():
+    # Three norms of 1, then 1000 for good. Medians: [1, 1, 1] -> 1 (flag),
+    # [1, 1, 1, 1000] -> 1 (flag), [1, 1, 1, 1000, 1000] -> 1 (flag),
+    # [1, 1, 1, 1000, 1000, 1000] -> 500.5: 1000 < 50050 passes, and so on.
+    flagged, _ = spikes([1.0] * 3 + [1000.0] * 10, window=128, warmup_factor=100.0)
+    assert flagged == [3, 4, 5]
+
+
+def test_warmup_needs_a_positive_median():
+    # A first gradient of exactly 0 (e.g. a zero-initialised net): nothing is 100 x 0.
+    assert spikes([0.0, 5.0], window=128, warmup_factor=100.0)[0] == []
 
 
 def test_non_finite_values_stay_out_of_the_window():

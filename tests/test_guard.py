@@ -269,6 +269,19 @@ def test_skipped_spikes_count_toward_max_consecutive_skips():
     assert weights.numpy()[0] == pytest.approx(-5.2, rel=1e-6)
 
 
+def test_an_explosion_at_the_second_step_is_a_spike_and_skipped():
+    # Default window 128 (the band decides from 64 norms on): the warm-up rule does.
+    # Step 1: norm 0.5. Step 2: (300, 400), norm 500 > 100 x median 0.5: skipped.
+    weights = variable([0.0, 0.0])
+    guard = GradientGuard(keras.optimizers.SGD(1.0), skip_spikes=True)
+    apply(guard, [[0.3, 0.4]], [weights])
+    apply(guard, [[300.0, 400.0]], [weights])
+    stats = read_stats(guard)
+    assert (stats["spikes"], stats["skipped_steps"], stats["events"]) == (1, 1, 1)
+    np.testing.assert_allclose(weights.numpy(), [-0.3, -0.4])
+    assert [row.event for row in guard.read_step_log()] == [0, 1]
+
+
 def test_a_finite_gradient_whose_squares_overflow_float32_is_clipped_not_skipped():
     # (3e19, 4e19): 9e38 + 1.6e39 overflows float32 (max 3.4e38), the norm 5e19 does not.
     # clip_norm 1: (3e19, 4e19) * 1 / 5e19 = (0.6, 0.8); SGD lr 1 -> w = (-0.6, -0.8).

@@ -207,6 +207,29 @@ def adaptive_clip(
     return clipped
 
 
+def window_percentile(history, filled, percentile: float):
+    """The `percentile`-th percentile of a ring buffer's first `filled` entries.
+
+    numpy's default (linear interpolation between closest ranks). Unfilled
+    slots sort after every real entry and are never indexed; with nothing
+    filled the result is +inf.
+
+    Args:
+        history: float32[window], the ring buffer.
+        filled: int32 scalar, how many of its slots hold values (<= window).
+        percentile: in [0, 100].
+    """
+    window = history.shape[0]
+    ordered = ops.sort(ops.where(ops.arange(window) < filled, history, float("inf")))
+    position = ops.cast(ops.maximum(filled - 1, 0), "float32") * (percentile / 100.0)
+    lower = ops.cast(ops.floor(position), "int32")
+    upper = ops.minimum(lower + 1, ops.maximum(filled - 1, 0))
+    low_value, high_value = ops.take(ordered, lower), ops.take(ordered, upper)
+    weight = position - ops.floor(position)
+    value = low_value + (high_value - low_value) * weight
+    return ops.where(filled > 0, value, float("inf"))  # inf - inf would give NaN
+
+
 class AutoClipState(NamedTuple):
     """A ring buffer of past global norms and how many were ever written."""
 
@@ -237,15 +260,7 @@ def autoclip_threshold(state: AutoClipState, norm, percentile: float):
     slot = ops.mod(state.count, window)
     history = ops.where(ops.equal(ops.arange(window), slot), norm, state.history)
     count = state.count + 1
-    filled = ops.minimum(count, window)
-    # Unfilled slots sort after every real norm and are never indexed.
-    ordered = ops.sort(ops.where(ops.arange(window) < filled, history, float("inf")))
-    position = ops.cast(filled - 1, "float32") * (percentile / 100.0)
-    lower = ops.cast(ops.floor(position), "int32")
-    upper = ops.minimum(lower + 1, filled - 1)
-    low_value, high_value = ops.take(ordered, lower), ops.take(ordered, upper)
-    weight = position - ops.floor(position)
-    threshold = low_value + (high_value - low_value) * weight
+    threshold = window_percentile(history, ops.minimum(count, window), percentile)
     return threshold, AutoClipState(history, count)
 
 

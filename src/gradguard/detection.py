@@ -6,6 +6,8 @@ from typing import NamedTuple
 
 from keras import ops
 
+from gradguard.clipping import window_percentile
+
 # Levanter's floor on the window's standard deviation: without it a window of equal
 # values (std 0) makes any larger value a spike, e.g. 1.000001 after (1, 1).
 STD_FLOOR = 1e-6
@@ -18,11 +20,20 @@ class SpikeState(NamedTuple):
     count: object  # int32 scalar
 
 
-def spike_check(state: SpikeState, norm, finite, sigma: float):
+def spike_check(state: SpikeState, norm, finite, sigma: float, warmup_factor: float | None = None):
     """Is `norm` a spike? Decide from the values before it, then add it to the window.
 
-    No decision is made before the window is half full, and then a spike is
-    above mean + sigma * max(std, STD_FLOOR) of the window (population std).
+    Two rules, one for each phase of the window:
+
+    - Once the window is at least half full: a spike is above
+      mean + sigma * max(std, STD_FLOOR) of the window (population std).
+    - Before that (warm-up, e.g. the first 64 steps of a 128-step window): a
+      spike is above `warmup_factor` times the median of the values seen so far
+      (only while that median is > 0), so an explosion in the first steps is an
+      event too. The median, not the first or smallest value, because every
+      value enters the window: after a lasting rise, the new level is half of
+      what was seen after as many steps as came before it, and the median
+      follows. A flag can therefore last at most window / 4 steps in a row.
 
     Every finite value enters the window after the decision, spikes included,
     as in OLMo-core and Levanter: a lasting level shift (e.g. norms 1 -> 2)
@@ -38,6 +49,7 @@ def spike_check(state: SpikeState, norm, finite, sigma: float):
         norm: this step's value, e.g. the pre-clip global norm (float32 scalar).
         finite: whether this step's gradients (and value) are finite (bool scalar).
         sigma: how many standard deviations above the mean make a spike.
+        warmup_factor: the warm-up rule's factor; None leaves warm-up undecided.
 
     Returns:
         `(is_spike, new_state)`.
@@ -59,6 +71,10 @@ def spike_check(state: SpikeState, norm, finite, sigma: float):
     std = ops.maximum(ops.sqrt(var), STD_FLOOR)
     ready = filled * 2 >= window
     above = ops.logical_and(ready, norm > mean + sigma * std)
+    if warmup_factor is not None:
+        median = window_percentile(state.history, filled, 50.0)
+        early = ops.logical_and(median > 0, norm > warmup_factor * median)
+        above = ops.logical_or(above, ops.logical_and(ops.logical_not(ready), early))
     is_spike = ops.logical_and(finite, above)
     slot = ops.mod(state.count, window)
     history = ops.where(ops.logical_and(finite, ops.arange(window) == slot), norm, state.history)

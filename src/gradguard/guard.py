@@ -91,6 +91,9 @@ class GradientGuard(keras.optimizers.Optimizer):
             floored at 1e-6. Every finite norm enters the window, spikes too, so a
             lasting level shift passes after a few steps (Levanter's and OLMo-core's
             rule; see `gradguard.detection.spike_check`).
+        spike_warmup_factor: until the window is half full, a finite norm above this
+            many times the median of the norms seen so far is a spike, so an
+            explosion in the first steps is an event; None turns the rule off.
         skip_spikes: skip the update of a spike step too, as a non-finite one.
         loss_spikes: also call a step a spike when its batch loss (not Keras's
             running mean) is above the same band of its own window. The trainer

@@ -59,6 +59,7 @@ class GuardConfig:
     step_log_size: int = 1024
     spike_window: int = 128
     spike_sigma: float = 6.0
+    spike_warmup_factor: float | None = 100.0
     skip_spikes: bool = False
     loss_spikes: bool = False
 
@@ -94,6 +95,10 @@ class GuardConfig:
             "step_log_size": (self.step_log_size >= 1, ">= 1"),
             "spike_window": (self.spike_window >= 2, ">= 2"),
             "spike_sigma": (self.spike_sigma > 0, "> 0"),
+            "spike_warmup_factor": (
+                self.spike_warmup_factor is None or self.spike_warmup_factor > 1,
+                "None or > 1",
+            ),
         }
         for key, (ok, allowed) in checks.items():
             if not ok:
@@ -230,8 +235,13 @@ def guard_step(
         new[key] = ops.where(finite, value, state[key])
     as_int = lambda flag: ops.cast(flag, "int32")  # noqa: E731
     was_clipped = ops.logical_and(finite, post < pre)
+    warmup = config.spike_warmup_factor
     is_spike, spike_state = detection.spike_check(
-        SpikeState(state["spike_history"], state["spike_count"]), pre, finite, config.spike_sigma
+        SpikeState(state["spike_history"], state["spike_count"]),
+        pre,
+        finite,
+        config.spike_sigma,
+        warmup,
     )
     loss = ops.cast(state["batch_loss"], "float32")
     is_loss_spike = ops.convert_to_tensor(False)
@@ -241,6 +251,7 @@ def guard_step(
             loss,
             ops.logical_and(finite, ops.isfinite(loss)),
             config.spike_sigma,
+            warmup,
         )
         new.update(loss_spike_history=loss_state.history, loss_spike_count=loss_state.count)
     any_spike = ops.logical_or(is_spike, is_loss_spike)
