@@ -13,20 +13,21 @@ from gradguard.recovery import ExplosionRecovery
 W_TRUE = np.array([[2.0], [-1.0]], "float32")
 
 
-def data(poison: str, at_batch: int = 10, batches: int = 16):
-    """y = x @ W_TRUE in batches of 2, one batch poisoned with NaN or a huge target."""
+def data(poison: str, at_batch: int | tuple = 10, batches: int = 16):
+    """y = x @ W_TRUE in batches of 2, the batches `at_batch` poisoned with NaN or a huge target."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2 * batches, 2)).astype("float32")
     y = x @ W_TRUE
-    rows = slice(2 * at_batch, 2 * at_batch + 2)
-    if poison == "nan":
-        x[rows] = np.nan
-    elif poison == "spike":
-        y[rows] *= 1e4  # finite, but a gradient norm far above the window's band
+    for batch in np.atleast_1d(at_batch):
+        rows = slice(2 * batch, 2 * batch + 2)
+        if poison == "nan":
+            x[rows] = np.nan
+        elif poison == "spike":
+            y[rows] *= 1e4  # finite, but a gradient norm far above the window's band
     return x, y
 
 
-def train(policy, poison, epochs=1, inner=None, **kwargs):
+def train(policy, poison, epochs=1, inner=None, x_y=None, **kwargs):
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [keras.Input((2,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")]
@@ -41,7 +42,7 @@ def train(policy, poison, epochs=1, inner=None, **kwargs):
     )
     model.compile(optimizer=guard, loss="mse")
     recovery = ExplosionRecovery(guard, policy, snapshot_every=4, **kwargs)
-    x, y = data(poison)
+    x, y = x_y or data(poison)
     model.fit(x, y, batch_size=2, epochs=epochs, shuffle=False, verbose=0, callbacks=[recovery])
     return model.layers[0].kernel.numpy(), guard, recovery
 
@@ -93,18 +94,70 @@ def test_rollback_restores_adam_moments_built_lazily():
     # taken as training begins must hold Adam's moments all the same.
     weights, guard, recovery = train("rollback", "nan", inner=keras.optimizers.Adam(0.1))
     assert recovery.rollbacks == 1 and np.isfinite(weights).all()
-    _, _, slots = recovery._snapshot
+    _, _, slots = recovery._snapshots[0]
     assert len(slots) == len(guard.inner_optimizer.variables) == 4  # iterations, lr, m, v
 
 
-def test_state_and_snapshot_round_trip_for_a_resumed_run():
+def weights_after_clean_steps(steps: int) -> np.ndarray:
+    """The kernel after `steps` plain SGD(0.1) steps on the clean data (no guard events)."""
+    x, y = data("none")
+    kernel, _, _ = train("none", "none", x_y=(x[: 2 * steps], y[: 2 * steps]))
+    return kernel
+
+
+@pytest.mark.parametrize(("keep", "back_to", "left"), [(3, 4, [0, 4]), (1, 8, [8])])
+def test_an_event_soon_after_a_rollback_goes_to_an_older_snapshot(keep, back_to, left):
+    # 11 batches, snapshots every 4 updates: at steps 0, 4 and 8. Batches 9 and 10 are
+    # NaN: the event after batch 9 (step 10) rolls back to step 8's snapshot; batch 10
+    # brings another one (step 11) before any new snapshot, so step 8's state is doomed
+    # and the run goes back to step 4's. With keep=1 there is nothing older: step 8 again.
+    x_y = data("nan", at_batch=(9, 10), batches=11)
+    weights, _, recovery = train("rollback", "nan", x_y=x_y, max_rollbacks=5, keep=keep)
+    rollbacks = [(e["step"], e["to_step"]) for e in recovery.events]
+    assert rollbacks == [(10, 8), (11, back_to)]
+    assert [snapshot[0] for snapshot in recovery._snapshots] == left  # keep=3: 8 dropped
+    # The fit ends right after the second rollback: the weights are that snapshot's.
+    np.testing.assert_array_equal(weights, weights_after_clean_steps(back_to))
+    assert float(recovery.guard.learning_rate.numpy()) == pytest.approx(0.1 * 0.5**2)
+
+
+def test_a_quiet_stretch_after_a_rollback_clears_the_doubt():
+    # Batches 5 and 13 are NaN, 8 updates apart: a snapshot (step 10) comes between the
+    # rollback at step 6 and the event at step 14, which therefore goes to the newest one.
+    x_y = data("nan", at_batch=(5, 13), batches=16)
+    _, _, recovery = train("rollback", "nan", x_y=x_y, max_rollbacks=5)
+    assert [(e["step"], e["to_step"]) for e in recovery.events] == [(6, 4), (14, 10)]
+
+
+def test_state_and_snapshots_round_trip_for_a_resumed_run():
     _, guard, recovery = train("rollback", "nan", epochs=2, max_rollbacks=5)
     arrays = recovery.snapshot_arrays()
-    assert sorted(arrays) == ["slot_000", "slot_001", "weight_000"]  # SGD: iterations, lr
+    # Three snapshots (keep=3); SGD's slots: iterations and learning rate.
+    assert sorted(arrays) == sorted(
+        f"{prefix}{kind}"
+        for prefix in ("", "older1_", "older2_")
+        for kind in ("slot_000", "slot_001", "weight_000")
+    )
+    state = recovery.state()
+    assert state["snapshot_step"] == state["snapshot_steps"][-1] == recovery._snapshots[-1][0]
     resumed = ExplosionRecovery(guard, "rollback", snapshot_every=4)
-    resumed.restore(recovery.state(), dict(reversed(arrays.items())))  # order-proof
-    step, weights, slots = resumed._snapshot
-    assert step == recovery._snapshot[0] and resumed.rollbacks == recovery.rollbacks == 2
-    np.testing.assert_array_equal(weights[0], recovery._snapshot[1][0])
-    assert [float(s) for s in slots] == [float(s) for s in recovery._snapshot[2]]
-    assert resumed.events == recovery.events
+    resumed.restore(state, dict(reversed(arrays.items())))  # order-proof
+    assert resumed.state() == state and resumed.rollbacks == 2
+    assert len(resumed._snapshots) == len(recovery._snapshots) == 3
+    for (step_a, weights_a, slots_a), (step_b, weights_b, slots_b) in zip(
+        resumed._snapshots, recovery._snapshots, strict=True
+    ):
+        assert step_a == step_b
+        np.testing.assert_array_equal(weights_a[0], weights_b[0])
+        assert [float(s) for s in slots_a] == [float(s) for s in slots_b]
+    assert resumed.snapshot_arrays().keys() == arrays.keys()
+
+
+def test_a_state_saved_with_one_snapshot_still_restores():
+    # The resume state before `keep`: snapshot_step and weight_/slot_ arrays only.
+    state = {"rollbacks": 1, "events": [], "snapshot_step": 12}
+    arrays = {"slot_001": np.float32(0.05), "weight_000": np.ones((2, 1)), "slot_000": 7}
+    recovery = ExplosionRecovery(None, "rollback")
+    recovery.restore(state, arrays)
+    ((step, weights, slots),) = recovery._snapshots
+    assert step == 12 and weights[0].shape == (2, 1) and slots == [7, np.float32(0.05)]
