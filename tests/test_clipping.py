@@ -116,6 +116,26 @@ def test_agc_on_a_2x2_kernel_with_known_column_norms(tensor):
     np.testing.assert_allclose(clipped, [[0.3, 0.1], [0.4, 0.0]], rtol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(2, 2, 2), (2, 1, 2, 2)], ids=["conv1d", "conv2d"])
+def test_agc_on_conv_kernels_takes_each_output_channel_as_a_unit(tensor, shape):
+    # Kernels (k, in, out) and (h, w, in, out): unit j is kernel[..., j], 4 entries here.
+    # Weight unit 0 (1, 2, 2, 4): norm 5; unit 1 (0, 0, 0, 1): norm 1.
+    # Grad unit 0 (0.1, 0.2, 0.2, 0.4): norm 0.5; unit 1 (0, 0.6, 0, 0.8): norm 1.
+    # lambda 0.1: bounds 0.5 and 0.1 -> unit 0 kept, unit 1 scaled by 0.1.
+    # (Units over the first axis, PyTorch's layout, would give norms sqrt(5), sqrt(21).)
+    def kernel(unit_0, unit_1):
+        return np.stack([np.reshape(unit_0, (2, 2)), np.reshape(unit_1, (2, 2))], -1)
+
+    weight = kernel([1.0, 2.0, 2.0, 4.0], [0.0, 0.0, 0.0, 1.0]).reshape(shape)
+    grad = kernel([0.1, 0.2, 0.2, 0.4], [0.0, 0.6, 0.0, 0.8]).reshape(shape)
+    (norms,) = numpy([clipping.unitwise_norm(tensor(weight))])
+    assert norms.shape == (1,) * (len(shape) - 1) + (2,)
+    np.testing.assert_allclose(norms.ravel(), [5.0, 1.0], rtol=1e-6)
+    (clipped,) = numpy(clipping.adaptive_clip([tensor(grad)], [tensor(weight)], 0.1))
+    expected = kernel([0.1, 0.2, 0.2, 0.4], [0.0, 0.06, 0.0, 0.08]).reshape(shape)
+    np.testing.assert_allclose(clipped, expected, rtol=1e-6)
+
+
 def test_agc_uses_eps_for_zero_weights_and_honours_exclusions(tensor):
     zeros = tensor([0.0, 0.0])
     grad = tensor([3.0, 4.0])  # norm 5; bound 0.5 * max(0, 1e-3) = 5e-4
@@ -146,9 +166,12 @@ def test_autoclip_percentile_over_a_known_history():
 
 
 def test_autoclip_window_forgets_old_norms():
-    # Window 3 after [1, 2, 3, 4, 5] holds [4, 5, 3]: median 4 (numpy agrees).
-    assert _autoclip([1, 2, 3, 4, 5], window=3, percentile=50)[-1] == pytest.approx(4.0)
-    assert np.percentile([3, 4, 5], 50) == 4.0
+    # Window 3, median. After [10, 10, 10, 1] the ring holds [1, 10, 10] -> 10; then
+    # [1, 1, 10] -> 1 and [1, 1, 1] -> 1. A memory of all six would give median 5.5.
+    assert _autoclip([10, 10, 10, 1, 1, 1], window=3, percentile=50) == pytest.approx(
+        [10, 10, 10, 10, 1, 1]
+    )
+    assert _autoclip([10, 10, 10, 1, 1, 1], window=8, percentile=50)[-1] == pytest.approx(5.5)
 
 
 def _zscore(norms, threshold=2.5, alpha=0.97, warmup=3):

@@ -96,15 +96,31 @@ def test_keras_global_clipnorm_clips_per_replica_and_so_differs():
     assert max(float(np.abs(a - b).max()) for a, b in zip(one, two, strict=True)) > 1e-3
 
 
+def replica_shards(strategy, x, batch_size=8):
+    """Each global batch as the replicas get it (the split Keras's fit uses)."""
+    import tensorflow as tf
+
+    batches = strategy.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensor_slices(x).batch(batch_size)
+    )
+    return [[t.numpy() for t in strategy.experimental_local_results(b)] for b in batches]
+
+
 def test_skip_decision_agrees_across_replicas():
+    # Row 13 is the second global batch's 6th row: replica 1's shard only. Replica 0's
+    # local gradient is finite, so a skip decided from it (the decision the cross-replica
+    # cond reads) would apply a NaN update; the all-reduced gradient is NaN on both.
     x, y = data()
-    x[9] = np.nan  # replica 1's shard of the second global batch only
+    x[13] = np.nan
+    strategy = mirrored()
+    shard_0, shard_1 = replica_shards(strategy, x)[1]
+    assert np.isnan(shard_1).any() and not np.isnan(shard_0).any()
 
     def make():
         return GradientGuard(keras.optimizers.SGD(0.1), mode="global_norm", clip_norm=0.3)
 
     one, guard_one = train(make, x=x, y=y)
-    two, guard_two = train(make, mirrored(), x=x, y=y)
+    two, guard_two = train(make, strategy, x=x, y=y)
     assert read_stats(guard_one)["skipped_steps"] == read_stats(guard_two)["skipped_steps"] == 1
     for a, b in zip(one, two, strict=True):
         assert np.isfinite(b).all()

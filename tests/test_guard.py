@@ -25,30 +25,42 @@ def apply(guard, grads, variables):
 
 
 @pytest.mark.parametrize(
-    ("mode", "kwargs", "expected"),
+    ("mode", "kwargs", "earlier", "clipped"),
     [
-        # SGD(lr=1): w = -clip(g). g = (3, 4), global norm 5.
-        ("none", {}, [-3.0, -4.0]),
-        ("global_norm", {"clip_norm": 1.0}, [-0.6, -0.8]),
-        ("norm", {"clip_norm": 1.0}, [-0.6, -0.8]),
-        ("value", {"clip_value": 0.5}, [-0.5, -0.5]),
+        # SGD(lr=1) from w = 0; `earlier` gradients are applied first (unclipped), then
+        # g = (3, 4), global norm 5, is clipped to `clipped`: w = -sum(earlier) - clipped.
+        ("none", {}, [], [3.0, 4.0]),
+        ("global_norm", {"clip_norm": 1.0}, [], [0.6, 0.8]),
+        ("norm", {"clip_norm": 1.0}, [], [0.6, 0.8]),
+        ("value", {"clip_value": 0.5}, [], [0.5, 0.5]),
         # AGC on a vector (one unit): w0 = (0, 0) -> bound 0.5 * 1e-3; exclude_last off.
-        ("agc", {"agc_lambda": 0.5, "agc_exclude_last": False}, [-3e-4, -4e-4]),
-        # AutoClip's first bound is the first norm itself: nothing changes.
-        ("autoclip", {"autoclip_percentile": 10.0}, [-3.0, -4.0]),
-        # ZClip's warm-up never clips.
-        ("zscore", {}, [-3.0, -4.0]),
+        ("agc", {"agc_lambda": 0.5, "agc_exclude_last": False}, [], [3e-4, 4e-4]),
+        # AutoClip: (0.6, 0.8) first (history [1], bound 1: unchanged). Then history
+        # [1, 5]: 10th percentile 1 + 0.1 * 4 = 1.4 -> (3, 4) * 1.4 / 5 = (0.84, 1.12).
+        ("autoclip", {"autoclip_percentile": 10.0}, [[0.6, 0.8]], [0.84, 1.12]),
+        # ZClip, warm-up 2 on norms 1 and 2: mean 1.5, population std 0.5. Norm 5:
+        # z = 3.5 / (0.5 + 1e-6) = 6.999986 > 2.5 -> bound 1.5 + 2.5^2 * 0.5 / z = 1.946429
+        # -> (3, 4) * 1.946429 / 5 = (1.167857, 1.557143).
+        (
+            "zscore",
+            {"zscore_warmup": 2},
+            [[0.6, 0.8], [1.2, 1.6]],
+            [1.167857, 1.557143],
+        ),
     ],
 )
-def test_one_sgd_step_per_mode(mode, kwargs, expected):
+def test_one_sgd_step_per_mode(mode, kwargs, earlier, clipped):
     weights = variable([0.0, 0.0])
     guard = GradientGuard(keras.optimizers.SGD(1.0), mode=mode, **kwargs)
+    for grad in earlier:
+        apply(guard, [grad], [weights])
     apply(guard, [[3.0, 4.0]], [weights])
+    expected = -np.sum([*earlier, clipped], axis=0)
     np.testing.assert_allclose(weights.numpy(), expected, rtol=1e-5)
     stats = read_stats(guard)
     assert stats["pre_clip_norm"] == pytest.approx(5.0)
-    assert stats["post_clip_norm"] == pytest.approx(float(np.linalg.norm(expected)), rel=1e-5)
-    assert stats["clipped_steps"] == int(not np.allclose(expected, [-3.0, -4.0]))
+    assert stats["post_clip_norm"] == pytest.approx(float(np.linalg.norm(clipped)), rel=1e-5)
+    assert stats["clipped_steps"] == int(clipped != [3.0, 4.0])  # the earlier ones: unclipped
 
 
 def test_keras_sgd_reference_numbers_pass_through_unclipped():
@@ -131,6 +143,21 @@ def test_autoclip_bound_lives_in_a_variable_and_adapts():
     assert stats["threshold"] == pytest.approx(5.0)
     assert stats["post_clip_norm"] == pytest.approx(5.0, rel=1e-5)
     np.testing.assert_allclose(weights.numpy(), [-3.0 - 3.0, -4.0 - 1.0 - 4.0], rtol=1e-5)
+
+
+def test_autoclip_in_the_guard_forgets_norms_older_than_its_window():
+    # Window 3, median: norms 10, 10, 10, 1, 1, 1 pass unclipped (each bound >= the norm);
+    # then 4 meets the ring [1, 1, 4]: bound 1, so it is applied as 1. Remembering all
+    # seven norms (median 4) would apply it whole. w = -(30 + 3 + 1) = -34.
+    weights = variable([0.0])
+    guard = GradientGuard(
+        keras.optimizers.SGD(1.0), mode="autoclip", autoclip_window=3, autoclip_percentile=50.0
+    )
+    for norm in (10.0, 10.0, 10.0, 1.0, 1.0, 1.0, 4.0):
+        apply(guard, [[norm]], [weights])
+    stats = read_stats(guard)
+    assert stats["threshold"] == pytest.approx(1.0) and stats["clipped_steps"] == 1
+    assert weights.numpy()[0] == pytest.approx(-34.0, rel=1e-6)
 
 
 @pytest.mark.parametrize("argument", ["learning_rate", "clipnorm", "global_clipnorm", "use_ema"])
