@@ -89,6 +89,9 @@ def test_build_optimizer_carries_the_spike_settings():
     config = build_optimizer(params).config
     assert (config.skip_spikes, config.loss_spikes, config.spike_sigma) == (True, True, 4.0)
     assert build_optimizer(parse_params({})).config.loss_spikes is False
+    assert build_optimizer(parse_params({})).config.spike_warmup_factor == 100.0
+    off = parse_params({"train": {"spike_warmup_factor": None}})
+    assert build_optimizer(off).config.spike_warmup_factor is None
 
 
 def test_two_saves_of_the_same_model_are_byte_identical(tmp_path):
@@ -96,6 +99,7 @@ def test_two_saves_of_the_same_model_are_byte_identical(tmp_path):
         keras.backend.clear_session()  # names as a fresh process gives them
         model = build_cnn((8, 8, 1), 3, ModelParams(filters=(2,), dense=4), seed=0)
         model.compile(optimizer=build_optimizer(parse_params({"clip_norm": 1.0})), loss="mse")
+        model.optimizer.build(model.trainable_variables)  # its state is saved too
         return model
 
     # Two objects, as two runs make: Keras's config names shared objects by memory address.

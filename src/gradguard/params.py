@@ -136,10 +136,12 @@ class TrainParams:
     on_explosion: Literal["none", "stop", "skip", "rollback"] = "none"  # reaction to a spike
     spike_window: int = 128  # gradient norms in the spike detector's rolling window
     spike_sigma: float = 6.0  # a norm above mean + spike_sigma * std of the window is a spike
+    spike_warmup_factor: float | None = 100.0  # before that: above this x median so far; null off
     loss_spikes: bool = False  # the batch loss above the same band of its own window: a spike
     snapshot_every: int = 50  # rollback: updates between snapshots of weights and optimizer
     lr_backoff: float = 0.5  # rollback: learning-rate factor at each rollback
     max_rollbacks: int = 3  # rollback: then the run stops as diverged
+    snapshots_kept: int = 3  # rollback: snapshots kept; a doomed one sends it to the one before
 
     def validate(self) -> None:
         _check(
@@ -153,6 +155,15 @@ class TrainParams:
         _check(self.patience >= 0, "train.patience", self.patience, "an integer >= 0")
         _check(self.spike_window >= 2, "train.spike_window", self.spike_window, "an integer >= 2")
         _positive("train.spike_sigma", self.spike_sigma)
+        _check(
+            self.spike_warmup_factor is None or self.spike_warmup_factor > 1,
+            "train.spike_warmup_factor",
+            self.spike_warmup_factor,
+            "a factor > 1 (or null: no warm-up rule)",
+        )
+        _check(
+            self.snapshots_kept >= 1, "train.snapshots_kept", self.snapshots_kept, "an integer >= 1"
+        )
         _check(
             not (self.loss_spikes and self.mixed_precision),
             "train.loss_spikes",

@@ -185,7 +185,12 @@ def fit(
     divergence = DivergenceMonitor(guard)
     knobs = params.train
     recovery = ExplosionRecovery(
-        guard, knobs.on_explosion, knobs.snapshot_every, knobs.lr_backoff, knobs.max_rollbacks
+        guard,
+        knobs.on_explosion,
+        knobs.snapshot_every,
+        knobs.lr_backoff,
+        knobs.max_rollbacks,
+        keep=knobs.snapshots_kept,
     )
     recovery.restore(saved.get("recovery", {}), resume.load_arrays() if saved else {})
     callbacks = [
