@@ -39,8 +39,8 @@ def group_square_sums(grads: Sequence, group_of: Sequence[int], n_groups: int) -
     return ops.stack([ops.sum(ops.stack(s)) if s else zero for s in sums] or [zero])[:n_groups]
 
 
-def _cond(pred, true_fn, false_fn):
-    """`ops.cond`, but a Python branch on a concrete JAX value.
+def lazy_cond(pred, true_fn, false_fn):
+    """`ops.cond`: only the branch taken runs; a Python branch on a concrete JAX value.
 
     Eager JAX turns every `lax.cond` into a fresh compilation (its branches are
     new closures each call): 30 eager guard steps took 37 s instead of 5 s.
@@ -97,7 +97,7 @@ def group_norms(grads: Sequence, group_of: Sequence[int], n_groups: int):
 
     if all(g is None for g in grads):
         return plain
-    return _cond(ops.isfinite(total), lambda: plain, rescaled)
+    return lazy_cond(ops.isfinite(total), lambda: plain, rescaled)
 
 
 def global_norm(grads: Sequence) -> object:
@@ -138,8 +138,10 @@ def clip_by_value(grads: Sequence, clip_value: float) -> list:
 
 def clip_by_norm(grads: Sequence, clip_norm: float) -> list:
     """Clip each gradient tensor separately to an L2 norm of at most clip_norm."""
+    norms = group_norms(grads, range(len(grads)), len(grads))[0]  # one group per tensor
     return [
-        None if g is None else scale_to_norm([g], global_norm([g]), clip_norm)[0] for g in grads
+        None if g is None else scale_to_norm([g], norms[i], clip_norm)[0]
+        for i, g in enumerate(grads)
     ]
 
 
@@ -148,24 +150,37 @@ def clip_by_global_norm(grads: Sequence, clip_norm: float) -> list:
     return scale_to_norm(grads, global_norm(grads), clip_norm)
 
 
-def unitwise_norm(x) -> object:
-    """L2 norm of each output unit of a Keras weight, broadcastable against it.
+def unitwise_norms(tensors: Sequence) -> list:
+    """L2 norm of each output unit of Keras weights, each broadcastable against its tensor.
 
     Keras stores kernels with the output axis last (Dense `(in, out)`, Conv2D
     `(h, w, in, out)`), so a unit is everything but the last axis. Vectors
     (biases, normalisation scales) count as one unit, as in NFNets and optax.
     A unit whose plain sum of squares overflows float32 is summed again scaled
-    by 2^-80 (see `group_norms`).
+    by 2^-80 (see `group_norms`; one `cond` for all the tensors).
     """
-    x = ops.cast(x, "float32")
-    axes = None if len(x.shape) <= 1 else tuple(range(len(x.shape) - 1))
-    norm = ops.sqrt(ops.sum(ops.square(x), axis=axes, keepdims=True))
+    tensors = [ops.cast(x, "float32") for x in tensors]
+    axes = [None if len(x.shape) <= 1 else tuple(range(len(x.shape) - 1)) for x in tensors]
+
+    def norms(scale=None):
+        return [
+            ops.sqrt(ops.sum(ops.square(x if scale is None else x * scale), axis=a, keepdims=True))
+            for x, a in zip(tensors, axes, strict=True)
+        ]
+
+    plain = norms()
+    finite = ops.all(ops.stack([ops.all(ops.isfinite(n)) for n in plain]))
 
     def rescaled():
-        scaled = ops.sqrt(ops.sum(ops.square(x * _DOWN), axis=axes, keepdims=True)) * _UP
-        return ops.where(ops.isfinite(norm), norm, scaled)
+        scaled = [norm * _UP for norm in norms(_DOWN)]
+        return [ops.where(ops.isfinite(n), n, r) for n, r in zip(plain, scaled, strict=True)]
 
-    return _cond(ops.all(ops.isfinite(norm)), lambda: norm, rescaled)
+    return lazy_cond(finite, lambda: plain, rescaled) if tensors else []
+
+
+def unitwise_norm(x) -> object:
+    """`unitwise_norms` of one tensor."""
+    return unitwise_norms([x])[0]
 
 
 def adaptive_clip(
@@ -195,15 +210,14 @@ def adaptive_clip(
         Recognition Without Normalization", section 4.1.
     """
     excluded = excluded or [False] * len(grads)
-    clipped = []
-    for grad, weight, skip in zip(grads, weights, excluded, strict=True):
-        if grad is None or skip:
-            clipped.append(grad)
-            continue
-        max_norm = ops.multiply(ops.maximum(unitwise_norm(weight), eps), clip_factor)
-        grad_norm = unitwise_norm(grad)
+    clipped = list(grads)
+    chosen = [i for i, g in enumerate(grads) if g is not None and not excluded[i]]
+    grad_norms = unitwise_norms([grads[i] for i in chosen])
+    weight_norms = unitwise_norms([weights[i] for i in chosen])
+    for i, grad_norm, weight_norm in zip(chosen, grad_norms, weight_norms, strict=True):
+        max_norm = ops.multiply(ops.maximum(weight_norm, eps), clip_factor)
         factor = ops.divide(max_norm, ops.maximum(grad_norm, max_norm))
-        clipped.append(ops.multiply(grad, ops.cast(factor, grad.dtype)))
+        clipped[i] = ops.multiply(grads[i], ops.cast(factor, grads[i].dtype))
     return clipped
 
 
