@@ -84,9 +84,11 @@ def test_skip_drops_only_the_offending_update():
     assert read_stats(guard)["skipped_steps"] == 1 and np.isfinite(weights).all()
 
 
-def test_an_unknown_policy_is_refused():
+def test_an_unknown_policy_and_no_snapshots_are_refused():
     with pytest.raises(ValueError, match="policy='retry'"):
         ExplosionRecovery(None, "retry")
+    with pytest.raises(ValueError, match="keep=0; expected an integer >= 1"):
+        ExplosionRecovery(None, "rollback", keep=0)
 
 
 def test_rollback_restores_adam_moments_built_lazily():
@@ -151,6 +153,9 @@ def test_state_and_snapshots_round_trip_for_a_resumed_run():
         np.testing.assert_array_equal(weights_a[0], weights_b[0])
         assert [float(s) for s in slots_a] == [float(s) for s in slots_b]
     assert resumed.snapshot_arrays().keys() == arrays.keys()
+    fewer = ExplosionRecovery(guard, "rollback", keep=2)  # resumed with a smaller keep
+    fewer.restore(state, arrays)
+    assert [s[0] for s in fewer._snapshots] == state["snapshot_steps"][-2:]
 
 
 def test_a_state_saved_with_one_snapshot_still_restores():

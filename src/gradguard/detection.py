@@ -33,7 +33,9 @@ def spike_check(state: SpikeState, norm, finite, sigma: float, warmup_factor: fl
       event too. The median, not the first or smallest value, because every
       value enters the window: after a lasting rise, the new level is half of
       what was seen after as many steps as came before it, and the median
-      follows. A flag can therefore last at most window / 4 steps in a row.
+      follows. So flags in a row last at most as many steps as preceded the
+      rise (and the warm-up, window / 2 steps, caps both: about window / 4),
+      where a first or smallest value would flag the rest of the warm-up.
 
     Every finite value enters the window after the decision, spikes included,
     as in OLMo-core and Levanter: a lasting level shift (e.g. norms 1 -> 2)

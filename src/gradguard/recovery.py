@@ -125,7 +125,7 @@ class ExplosionRecovery(keras.callbacks.Callback):
         for back, step in enumerate(reversed(steps)):  # newest first, as named
             prefix = f"older{back}_" if back else ""
             snapshots.insert(0, (step, pick(f"{prefix}weight_"), pick(f"{prefix}slot_")))
-        self._snapshots = snapshots
+        self._snapshots = snapshots[-self.keep :]
         self._last_snapshot_at = state.get("last_snapshot_at", steps[-1])
         self._doomed = bool(state.get("doomed", False))
 
