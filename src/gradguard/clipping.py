@@ -66,7 +66,8 @@ def group_norms(grads: Sequence, group_of: Sequence[int], n_groups: int):
     under 1e-28 each of a sum that is above 3.4e38; groups whose plain sum is
     finite keep it. A fixed power of two, as Blue's algorithm in the BLAS `snrm2`
     scales, not a division by the largest entry: XLA on CPU divides by
-    multiplying with the reciprocal, which flushes to 0 for entries above ~8e37.
+    multiplying with the reciprocal, a subnormal flushed to 0 once that entry is
+    above ~8.5e37 (JAX gave a norm of 0 for (3e38, 3e38, 3e38)).
 
     Args:
         grads: gradient tensors; None entries are ignored.
