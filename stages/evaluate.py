@@ -20,15 +20,9 @@ from gradguard.verdict import VerdictRules, judge
 from stages import common
 
 # From train's run summary into the experiment's summary, after the verdict.
-RUN_KEYS = (
-    "max_grad_norm",
-    "clip_fraction",
-    "skipped_steps",
-    "spikes",
-    "rollbacks",
-    "weight_growth",
-    "epochs",
-)
+# Few, so that `dvc exp show --only-changed` at 160 columns still reaches the params; the rest
+# (weight_growth, epochs, best_val_loss, ...) is in train's metrics/train/metrics.json.
+RUN_KEYS = ("max_grad_norm", "clip_fraction", "skipped_steps", "spikes", "rollbacks")
 # DVCLive's files under <live>/plots/metrics/, one panel of the PNG each.
 CURVES = {
     "loss": {"train": "train/loss.tsv", "val": "val/loss.tsv"},
@@ -87,7 +81,6 @@ def main(args, params) -> None:
             "diverged": bool(summary["diverged"]),
             **run,
             "f1_macro": scores["f1_macro"],
-            "loss": scores["loss"],
             "baseline_accuracy": baseline,
             "first_nonfinite_step": summary["first_nonfinite_step"],
             "test_images": len(y_test),
