@@ -1,4 +1,8 @@
-"""augment: append seeded augmented copies to the training split; write data/augmented/."""
+"""augment: write seeded augmented copies of the training split as uint8 shards to data/augmented/.
+
+The copies only: `train` reads the prepared training split and these together.
+One prepared shard is in memory at a time.
+"""
 
 from __future__ import annotations
 
@@ -6,27 +10,36 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from gradguard.augment import augment
-from gradguard.io import atomic_path, fingerprint, load_arrays, save_arrays, write_json
+from gradguard.augment import Augmenter
+from gradguard.io import atomic_path, write_json
+from gradguard.shards import ShardWriter, iter_shards, read_index
 from stages import common
 
 
 def main(args, params) -> None:
-    x, y = load_arrays(Path(args.prepared) / "train.npz")
-    x_out, y_out = augment(x, y, params.augment, params.seed)
+    source = Path(args.prepared) / "train"
+    index = read_index(source)
+    augmenter = Augmenter(params.augment, params.seed) if params.augment.copies else None
     with atomic_path(args.out) as folder:
         folder.mkdir()
-        save_arrays(folder / "train.npz", x=x_out, y=y_out)
+        writer = ShardWriter(folder, index["image_shape"], index["num_classes"])
+        for x, y in iter_shards(source) if augmenter else ():
+            for _ in range(params.augment.copies):
+                writer.add(augmenter.copy(x), y)
+        written = writer.close()
         write_json(
             folder / "meta.json",
             {
                 "augment": dataclasses.asdict(params.augment),
                 "seed": params.seed,
-                "images": len(y_out),
-                "fingerprint": fingerprint(x_out, y_out),
+                "images": written["images"],
+                "fingerprint": written["fingerprint"],
             },
         )
-    print(f"augment: {len(y)} -> {len(y_out)} training images -> {args.out}")
+    print(
+        f"augment: {index['images']} training images + {written['images']} augmented copies "
+        f"-> {args.out}"
+    )
 
 
 def main_cli(argv: list[str] | None = None) -> int:

@@ -1,4 +1,9 @@
-"""evaluate: score the best checkpoint on the test split beside a scikit-learn baseline."""
+"""evaluate: score the best checkpoint on the streamed test split beside a scikit-learn baseline.
+
+The baseline is fitted on a seeded sample of at most `evaluate.baseline_images`
+training images and scored on as many test images, so its time is bounded at
+any data size; the CNN is scored on every test image.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+from gradguard import shards
 from gradguard.evaluation import (
     baseline_accuracy,
     classification_metrics,
     confusion_rows,
     plot_training_curves,
 )
-from gradguard.io import DataError, load_arrays, write_json
+from gradguard.io import DataError, write_json
 from gradguard.verdict import VerdictRules, judge
 from stages import common
 
@@ -43,9 +49,10 @@ def read_curve(path: Path) -> list[float]:
 
 def main(args, params) -> None:
     from gradguard.models import load_model
+    from gradguard.stream import ShardSequence
 
-    x_test, y_test = load_arrays(Path(args.prepared) / "test.npz")
-    train = load_arrays(Path(args.prepared) / "train.npz")
+    test_set = Path(args.prepared) / "test"
+    y_test = shards.labels(test_set)
     summary_file = Path(args.live) / "metrics.json"
     summary = (
         json.loads(summary_file.read_text(encoding="utf-8")).get("run")
@@ -56,10 +63,19 @@ def main(args, params) -> None:
         raise DataError(f"{summary_file}: no 'run' summary; run the train stage first")
 
     model = load_model(args.model)
-    probabilities = model.predict(x_test, batch_size=params.evaluate.batch_size, verbose=0)
+    test = ShardSequence(test_set, params.evaluate.batch_size, labelled=False)
+    probabilities = model.predict(test, verbose=0)
     scores = classification_metrics(y_test, probabilities)
     confusion, per_class = scores.pop("confusion"), scores.pop("per_class_accuracy")
-    baseline = baseline_accuracy(params.evaluate.baseline, train, (x_test, y_test), params.seed)
+    cap = params.evaluate.baseline_images
+    baseline_train = shards.sample(Path(args.prepared) / "train", cap, params.seed)
+    baseline_test = shards.sample(test_set, cap, params.seed + 1)
+    baseline = baseline_accuracy(
+        params.evaluate.baseline,
+        (shards.to_float(baseline_train[0]), baseline_train[1]),
+        (shards.to_float(baseline_test[0]), baseline_test[1]),
+        params.seed,
+    )
     shares = np.bincount(y_test) / len(y_test)
     rules = VerdictRules(params.evaluate.explode_factor, params.evaluate.collapse_margin)
     verdict = judge(

@@ -1,4 +1,4 @@
-"""prepare: load `data.source`, check it, resize, split; write data/prepared/."""
+"""prepare: load `data.source`, check it, resize, split; write uint8 shards to data/prepared/."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from gradguard.data import SPLITS, load_source, split
-from gradguard.io import atomic_path, fingerprint, save_arrays, write_json
+from gradguard.data import CHUNK, SPLITS, load_source, split_indices
+from gradguard.io import atomic_path, write_json
 from gradguard.params import ParamsError
+from gradguard.shards import ShardWriter
 from stages import common
 
 
@@ -30,25 +31,34 @@ def main(args, params) -> None:
     if params.data.source in ("npz", "folder"):
         check_inside(params.data.path, args.raw)
     x, y = load_source(params.data)
-    splits = split(x, y, params.data, params.seed)
+    splits = split_indices(y, params.data, params.seed)
     num_classes = int(y.max()) + 1
-    stats = {
-        "source": params.data.source,
-        "image_shape": list(x.shape[1:]),
-        "num_classes": num_classes,
-        "counts": {
-            name: np.bincount(splits[name][1], minlength=num_classes).tolist() for name in SPLITS
-        },
-        "fingerprint": fingerprint(*(a for name in SPLITS for a in splits[name])),
-    }
     with atomic_path(args.out) as folder:
         folder.mkdir()
+        indexes = {}
         for name in SPLITS:
-            save_arrays(folder / f"{name}.npz", x=splits[name][0], y=splits[name][1])
+            (folder / name).mkdir()
+            writer = ShardWriter(folder / name, x.shape[1:], num_classes)
+            rows = splits[name]
+            for start in range(0, len(rows), CHUNK):
+                writer.add(x[rows[start : start + CHUNK]], y[rows[start : start + CHUNK]])
+            indexes[name] = writer.close()
+        stats = {
+            "source": params.data.source,
+            "image_shape": list(x.shape[1:]),
+            "num_classes": num_classes,
+            "counts": {
+                name: np.bincount(y[splits[name]], minlength=num_classes).tolist()
+                for name in SPLITS
+            },
+            "shards": {name: len(indexes[name]["shards"]) for name in SPLITS},
+            "fingerprint": {name: indexes[name]["fingerprint"] for name in SPLITS},
+        }
         write_json(folder / "stats.json", stats)
     print(
-        f"prepare: {len(y)} images, {num_classes} classes, data {stats['fingerprint']} "
-        f"-> {args.out} (train/val/test {[sum(stats['counts'][n]) for n in SPLITS]})"
+        f"prepare: {len(y)} images {'x'.join(map(str, x.shape[1:]))}, {num_classes} classes "
+        f"-> {args.out} (train/val/test {[len(splits[n]) for n in SPLITS]} images in "
+        f"{sum(stats['shards'].values())} shards)"
     )
 
 

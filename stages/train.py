@@ -1,4 +1,7 @@
-"""train: fit the guarded CNN on the augmented set; best model, DVCLive curves, resume state."""
+"""train: fit the guarded CNN, streaming the training split and its augmented copies.
+
+Writes the best model, DVCLive curves and the resume state.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +13,9 @@ import sys
 from pathlib import Path
 
 import keras
+import numpy as np
 
-from gradguard.io import load_arrays, write_json
+from gradguard.io import write_json
 from gradguard.resume import ResumeState
 from gradguard.training import configure_determinism, fit, run_fingerprint
 from stages import common
@@ -88,10 +92,20 @@ def main(args, params) -> None:
     from dvclive import Live
 
     from gradguard.models import canonicalise_model_file, save_model
+    from gradguard.shards import read_index
+    from gradguard.stream import ShardSequence
 
-    train = load_arrays(Path(args.augmented) / "train.npz")
-    val = load_arrays(Path(args.prepared) / "val.npz")
-    resume = ResumeState(args.resume_dir, run_fingerprint(params, *train, *val))
+    train_sets = [Path(args.prepared) / "train", Path(args.augmented)]
+    val_set = Path(args.prepared) / "val"
+    knobs = params.train
+    train = ShardSequence(
+        train_sets, knobs.batch_size, seed=params.seed, buffer=knobs.shuffle_buffer
+    )
+    val = ShardSequence(val_set, knobs.batch_size)
+    data_id = "".join(read_index(folder)["fingerprint"] for folder in (*train_sets, val_set))
+    resume = ResumeState(
+        args.resume_dir, run_fingerprint(params, np.frombuffer(data_id.encode(), np.uint8))
+    )
     saved = resume.restore(args.model, args.live)
     resumed = saved is not None
     if resumed:

@@ -38,3 +38,13 @@ def test_zero_strength_is_the_identity_and_zero_copies_pass_through():
     np.testing.assert_array_equal(out_x[6:], x)
     same_x, same_y = augment(x, y, AugmentParams(copies=0), seed=0)
     assert same_x is x and same_y is y
+
+
+def test_bytes_in_bytes_out_rounded_from_the_float_transform():
+    x, y = images()
+    pixels = np.rint(x * 255).astype(np.uint8)
+    params = AugmentParams(copies=1, rotation=20.0, shift=0.0, zoom=0.0)
+    out, _ = augment(pixels, y, params, seed=3)
+    assert out.dtype == np.uint8 and out[:6].tobytes() == pixels.tobytes()
+    as_float = augment(pixels.astype(np.float32) / 255, y, params, seed=3)[0]
+    np.testing.assert_array_equal(out[6:], np.rint(as_float[6:] * 255).astype(np.uint8))

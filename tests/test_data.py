@@ -13,8 +13,8 @@ from gradguard.params import DataParams
 
 def test_digits_are_resized_scaled_and_labelled():
     x, y = load_source(DataParams(image_size=16))
-    assert x.shape == (1797, 16, 16, 1) and x.dtype == np.float32
-    assert x.min() >= 0.0 and x.max() <= 1.0
+    assert x.shape == (1797, 16, 16, 1) and x.dtype == np.uint8  # one byte a pixel
+    assert x.min() == 0 and x.max() == 255  # the digits' 0..16 scale spans 0..255
     assert y.dtype == np.int32 and sorted(set(y.tolist())) == list(range(10))
 
 
@@ -48,8 +48,39 @@ def test_npz_source_reads_uint8_and_converts_rgb(tmp_path):
     np.savez(path, x=x, y=np.arange(12) % 3)
     images, labels = load_source(DataParams(source="npz", path=str(path), image_size=8))
     assert images.shape == (12, 8, 8, 1)
-    np.testing.assert_allclose(images, 0.299, rtol=1e-5)
+    assert (images == 76).all()  # round(0.299 * 255) = round(76.245)
     assert labels.tolist() == (np.arange(12) % 3).tolist()
+    rgb, _ = load_source(DataParams(source="npz", path=str(path), image_size=8, channels=3))
+    assert rgb.shape == (12, 8, 8, 3) and (rgb == [255, 0, 0]).all()  # colour kept
+
+
+def test_grey_becomes_three_equal_channels_and_floats_round_to_bytes(tmp_path):
+    path = tmp_path / "grey.npz"
+    x = np.array([0.0, 0.5, 1.0, 0.2], np.float32).reshape(1, 2, 2).repeat(6, 0)
+    np.savez(path, x=x, y=np.arange(6) % 2)
+    images, _ = load_source(DataParams(source="npz", path=str(path), image_size=2, channels=3))
+    assert images.shape == (6, 2, 2, 3)
+    # 0.5 * 255 = 127.5 rounds to even 128; 0.2 * 255 = 51.
+    assert images[0, :, :, 0].tolist() == [[0, 128], [255, 51]]
+    assert (images == images[..., :1]).all()
+
+
+def test_a_large_npz_is_read_in_chunks_with_the_same_result(tmp_path):
+    from gradguard.data import CHUNK
+
+    rng = np.random.default_rng(0)
+    n = 2 * CHUNK + 5  # three chunks, the last short
+    x = rng.random((n, 4, 4), np.float32)
+    path = tmp_path / "big.npz"
+    np.savez(path, x=x, y=np.arange(n) % 2)
+    images, _ = load_source(DataParams(source="npz", path=str(path), image_size=4))
+    np.testing.assert_array_equal(images[..., 0], np.rint(x * 255).astype(np.uint8))
+    x[CHUNK + 3, 0, 0] = np.nan  # a bad pixel in the second chunk is named with its images
+    np.savez(path, x=x, y=np.arange(n) % 2)
+    with pytest.raises(
+        DataError, match=rf"1 NaN or Inf pixel\(s\) \(images {CHUNK}\.\.{2 * CHUNK - 1}\)"
+    ):
+        load_source(DataParams(source="npz", path=str(path), image_size=4))
 
 
 @pytest.mark.parametrize(
@@ -91,8 +122,24 @@ def test_image_folder_source_reads_one_class_per_subfolder(tmp_path):
     x, y = load_source(DataParams(source="folder", path=str(tmp_path), image_size=6))
     assert x.shape == (6, 6, 6, 1)
     assert y.tolist() == [0, 0, 0, 1, 1, 1]  # sorted folder names: cat=0, dog=1
-    np.testing.assert_allclose(x[y == 1], 1.0)
-    np.testing.assert_allclose(x[y == 0], 0.0)
+    assert (x[y == 1] == 255).all() and (x[y == 0] == 0).all()
+
+
+def test_a_folder_decodes_in_parallel_to_the_same_bytes_as_one_process(tmp_path):
+    from gradguard.data import load_folder
+
+    rng = np.random.default_rng(1)
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        for i in range(300):  # 600 files: two chunks of 512 for the pool
+            pixels = rng.integers(0, 256, (9, 7, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / label / f"{i:03d}.png")
+    one = load_folder(str(tmp_path), 5, channels=3, workers=1)
+    two = load_folder(str(tmp_path), 5, channels=3, workers=2)
+    assert one[0].shape == (600, 5, 5, 3) and one[0].tobytes() == two[0].tobytes()
+    assert one[1].tolist() == two[1].tolist() == [0] * 300 + [1] * 300
+    first = Image.open(tmp_path / "a" / "000.png").resize((5, 5), Image.Resampling.BILINEAR)
+    np.testing.assert_array_equal(one[0][0], np.asarray(first))
 
 
 def test_image_folder_errors(tmp_path):
@@ -109,8 +156,8 @@ def test_image_folder_errors(tmp_path):
 
 
 def test_helpers_accept_good_arrays_unchanged():
-    x = normalise_images(np.full((2, 3, 3, 1), 0.5, np.float32), "x")
-    assert x.shape == (2, 3, 3, 1) and float(x.max()) == 0.5
+    x = normalise_images(np.full((2, 3, 3, 1), 7, np.uint8), "x")
+    assert x.shape == (2, 3, 3, 1) and x.dtype == np.uint8 and (x == 7).all()
     assert check_labels(np.array([1, 0]), 2, "y").tolist() == [1, 0]
 
 

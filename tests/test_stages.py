@@ -72,8 +72,9 @@ def test_the_four_stages_on_tiny_params(tmp_path, tiny_params_file):
     scores = run_pipeline(tmp_path, tiny_params_file)
     stats = json.loads((tmp_path / "prepared" / "stats.json").read_text())
     assert stats["num_classes"] == 10 and sum(map(sum, stats["counts"].values())) == 1797
-    with np.load(tmp_path / "augmented" / "train.npz", allow_pickle=False) as data:
-        assert len(data["y"]) == 2 * sum(stats["counts"]["train"])  # copies: 1
+    copies = json.loads((tmp_path / "augmented" / "index.json").read_text())
+    assert copies["images"] == sum(stats["counts"]["train"])  # copies: 1
+    assert copies["image_shape"] == [12, 12, 1] and stats["image_shape"] == [12, 12, 1]
     assert scores["diverged"] is False and 0.0 <= scores["accuracy"] <= 1.0
     assert scores["accuracy"] > 0.3  # 2 epochs of a 4-filter CNN beat chance (0.1) easily
     per_class = json.loads((tmp_path / "plots" / "per_class.json").read_text())["per_class"]

@@ -37,32 +37,47 @@ def build_augmenter(params: AugmentParams, seed: int) -> list:
     return layers
 
 
+class Augmenter:
+    """Seeded augmented copies of image batches, for data streamed a shard at a time.
+
+    The layers' random stream runs on across calls: the bytes depend on the
+    seed, the images and the calls' sizes (a shard set's layout fixes those).
+    """
+
+    def __init__(self, params: AugmentParams, seed: int):
+        self.params = params
+        self.layers = build_augmenter(params, seed)
+
+    def copy(self, x: np.ndarray) -> np.ndarray:
+        """One augmented copy of `x`: uint8 in, uint8 out (rounded); float [0, 1] in, float out."""
+        from keras import ops
+
+        integer = x.dtype == np.uint8
+        out = np.empty_like(x)
+        for i in range(0, len(x), _BATCH):
+            batch = x[i : i + _BATCH].astype(np.float32) / (255.0 if integer else 1.0)
+            for layer in self.layers:
+                batch = layer(batch, training=True)
+            batch = np.clip(ops.convert_to_numpy(batch), 0.0, 1.0)
+            out[i : i + _BATCH] = np.rint(batch * 255.0) if integer else batch
+        return out
+
+
 def augment(x: np.ndarray, y: np.ndarray, params: AugmentParams, seed: int):
     """Return the training set with `params.copies` augmented copies of each image appended.
 
     Args:
-        x: float32 images (N, H, W, 1) in [0, 1].
+        x: images (N, H, W, C): uint8 0..255 or float32 in [0, 1].
         y: their labels (N,).
         params: augmentation strengths.
         seed: the run's seed; the same seed gives the same bytes.
 
     Returns:
-        `(x_out, y_out)` with N * (1 + copies) images: the originals first, then
-        each copy in order; labels follow their images. Pixels stay in [0, 1].
+        `(x_out, y_out)` with N * (1 + copies) images of `x`'s dtype: the
+        originals first, then each copy in order; labels follow their images.
     """
     if params.copies == 0:
         return x, y
-    from keras import ops
-
-    layers = build_augmenter(params, seed)
-
-    def transform(batch):
-        for layer in layers:
-            batch = layer(batch, training=True)
-        return ops.convert_to_numpy(batch)
-
-    copies = []
-    for _ in range(params.copies):
-        batches = [transform(x[i : i + _BATCH]) for i in range(0, len(x), _BATCH)]
-        copies.append(np.clip(np.concatenate(batches), 0.0, 1.0).astype(np.float32))
+    augmenter = Augmenter(params, seed)
+    copies = [augmenter.copy(x) for _ in range(params.copies)]
     return np.concatenate([x, *copies]), np.tile(y, params.copies + 1)

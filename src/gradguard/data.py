@@ -1,12 +1,18 @@
 """Data sources, validation and the stratified train/val/test split.
 
-Every source returns `(x, y)`: float32 images of shape (N, size, size, 1) in
-[0, 1] and int32 labels 0..K-1. Bad input raises `DataError` with one line that
-names the file or array and what was expected.
+Every source returns `(x, y)`: uint8 images of shape (N, size, size, channels)
+(0..255, one byte a pixel) and int32 labels 0..K-1. Large sources are
+converted in chunks, so no float copy of the whole set is ever made. Bad input
+raises `DataError` with one line that names the file or array and what was
+expected.
 """
 
 from __future__ import annotations
 
+import os
+import zipfile
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +22,12 @@ from gradguard.params import DataParams
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SPLITS = ("train", "val", "test")
+CHUNK = 4096  # images converted at a time
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as Pillow's "L" conversion
 
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:
-    """Bilinear resize of (N, H, W, 1) float images to (N, size, size, 1), with Pillow.
+    """Bilinear resize of (N, H, W, C) uint8 images to (N, size, size, C), with Pillow.
 
     Pillow rather than TensorFlow keeps `prepare` free of a 5 s framework import.
     """
@@ -27,22 +35,31 @@ def _resize(images: np.ndarray, size: int) -> np.ndarray:
         return images
     from PIL import Image
 
+    mode = "L" if images.shape[-1] == 1 else "RGB"
     resized = [
         np.asarray(
-            Image.fromarray(image[:, :, 0], mode="F").resize(
+            Image.fromarray(image[..., 0] if mode == "L" else image, mode=mode).resize(
                 (size, size), Image.Resampling.BILINEAR
             )
         )
         for image in images
     ]
-    return np.clip(np.stack(resized), 0.0, 1.0).astype(np.float32)[..., None]
+    return np.stack(resized).reshape(len(images), size, size, images.shape[-1])
 
 
-def normalise_images(x: np.ndarray, name: str) -> np.ndarray:
-    """Check and convert raw images to float32 (N, H, W, 1) in [0, 1].
+def normalise_images(x: np.ndarray, name: str, channels: int = 1, first: int = 0) -> np.ndarray:
+    """Check and convert raw images to uint8 (N, H, W, channels).
 
-    Accepts (N, H, W), (N, H, W, 1) or (N, H, W, 3) (converted to grey, ITU-R
-    601 luma); integer pixels are read as 0..255, float pixels must be in [0, 1].
+    Accepts (N, H, W), (N, H, W, 1) or (N, H, W, 3); integer pixels are read
+    as 0..255, float pixels must be in [0, 1] (rounded to the nearest 1/255).
+    Colour becomes grey (ITU-R 601 luma) for `channels=1`; grey is repeated
+    into three equal channels for `channels=3`.
+
+    Args:
+        x: the images (or a chunk of them, starting at image `first`).
+        name: the file or source named in errors.
+        channels: 1 or 3.
+        first: index of `x[0]` in the whole set (for error messages).
     """
     if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
         raise DataError(f"{name}: x has dtype {x.dtype}; expected integer or float pixels")
@@ -53,22 +70,32 @@ def normalise_images(x: np.ndarray, name: str) -> np.ndarray:
             f"{name}: x has shape {x.shape}; expected (N, H, W), (N, H, W, 1) "
             "or (N, H, W, 3) with N > 0"
         )
+    where = f" (images {first}..{first + len(x) - 1})" if first or len(x) >= CHUNK else ""
     if np.issubdtype(x.dtype, np.integer):
         if x.min() < 0 or x.max() > 255:
-            raise DataError(f"{name}: integer pixels span [{x.min()}, {x.max()}]; expected 0..255")
-        x = x.astype(np.float32) / 255.0
-    else:
+            raise DataError(
+                f"{name}: integer pixels span [{x.min()}, {x.max()}]{where}; expected 0..255"
+            )
+        if x.shape[-1] == channels:
+            return x.astype(np.uint8, copy=False)
         x = x.astype(np.float32)
+    else:
+        x = x.astype(np.float32, copy=False)
         if not np.isfinite(x).all():
             bad = int(np.count_nonzero(~np.isfinite(x)))
-            raise DataError(f"{name}: x holds {bad} NaN or Inf pixel(s); expected finite values")
+            raise DataError(
+                f"{name}: x holds {bad} NaN or Inf pixel(s){where}; expected finite values"
+            )
         if x.min() < 0 or x.max() > 1:
             raise DataError(
-                f"{name}: float pixels span [{x.min():.4g}, {x.max():.4g}]; expected [0, 1]"
+                f"{name}: float pixels span [{x.min():.4g}, {x.max():.4g}]{where}; expected [0, 1]"
             )
-    if x.shape[-1] == 3:
-        x = x @ np.array([0.299, 0.587, 0.114], np.float32)[:, None]
-    return x
+        x = x * np.float32(255)
+    if x.shape[-1] == 3 and channels == 1:
+        x = x @ LUMA[:, None]
+    elif x.shape[-1] == 1 and channels == 3:
+        x = np.repeat(x, 3, axis=-1)
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
 def check_labels(y: np.ndarray, n: int, name: str) -> np.ndarray:
@@ -111,15 +138,99 @@ def load_keras_dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([x_train, x_test]), np.concatenate([y_train, y_test])
 
 
-def load_npz(path: str) -> tuple[np.ndarray, np.ndarray]:
-    """A user's `.npz` with arrays `x` (images) and `y` (labels)."""
-    return load_arrays(path, ("x", "y"))
+def _npz_member(archive: zipfile.ZipFile, key: str, path: str):
+    """Open array `key` of an `.npz` as a stream: (stream, shape, dtype)."""
+    stream = archive.open(f"{key}.npy")
+    version = np.lib.format.read_magic(stream)
+    read_header = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+    )
+    shape, fortran, dtype = read_header(stream)
+    if dtype.hasobject:
+        stream.close()
+        raise DataError(f"{path}: not a readable .npz of plain arrays ({key} holds Python objects)")
+    if fortran and len(shape) > 1:
+        stream.close()
+        raise DataError(f"{path}: {key} is stored in Fortran order; expected C order (np.savez)")
+    return stream, shape, dtype
 
 
-def load_folder(path: str, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """One sub-folder of PNG/JPEG images per class; classes in sorted name order."""
+def iter_npz(path: str, channels: int) -> tuple[Iterator[np.ndarray], np.ndarray, int]:
+    """A user's `.npz` with arrays `x` (images) and `y` (labels), `x` read in chunks.
+
+    Returns:
+        (uint8 chunks of `x` as `normalise_images` gives them, the labels, the image count).
+        The chunks are read from the file as they are consumed, so an `x` of any
+        size and dtype costs one chunk of memory.
+    """
+    try:
+        archive = zipfile.ZipFile(path)
+    except FileNotFoundError as error:
+        raise DataError(f"{path}: file not found") from error
+    except (OSError, zipfile.BadZipFile) as error:
+        raise DataError(f"{path}: not a readable .npz of plain arrays ({error})") from error
+    names = [name.removesuffix(".npy") for name in archive.namelist()]
+    missing = [key for key in ("x", "y") if key not in names]
+    if missing:
+        archive.close()
+        raise DataError(f"{path}: missing array(s) {missing}; found {names}")
+    try:
+        (y,) = load_arrays(path, ("y",))
+        stream, shape, dtype = _npz_member(archive, "x", path)
+    except BaseException:
+        archive.close()
+        raise
+    count = shape[0] if shape else 0
+
+    def chunks() -> Iterator[np.ndarray]:
+        with archive, stream:
+            if len(shape) not in (3, 4) or count == 0:  # let normalise_images name the shape
+                yield normalise_images(np.zeros(shape, dtype), path, channels)
+                return
+            row = int(np.prod(shape[1:])) * dtype.itemsize
+            for first in range(0, count, CHUNK):
+                rows = min(CHUNK, count - first)
+                data = stream.read(rows * row)
+                if len(data) != rows * row:
+                    raise DataError(f"{path}: x is truncated; expected {count} images")
+                chunk = np.frombuffer(data, dtype).reshape(rows, *shape[1:])
+                yield normalise_images(chunk, path, channels, first)
+
+    return chunks(), y, count
+
+
+def _decode(files: list[str], size: int, channels: int) -> np.ndarray:
+    """Decode and resize image files to uint8 (n, size, size, channels) (runs in a worker)."""
     from PIL import Image, UnidentifiedImageError
 
+    out = np.empty((len(files), size, size, channels), np.uint8)
+    for i, file in enumerate(files):
+        try:
+            with Image.open(file) as image:
+                converted = image.convert("L" if channels == 1 else "RGB")
+                resized = converted.resize((size, size), Image.Resampling.BILINEAR)
+                out[i] = np.asarray(resized, np.uint8).reshape(size, size, channels)
+        except (UnidentifiedImageError, OSError) as error:
+            raise DataError(f"{file}: not a readable image ({error})") from error
+    return out
+
+
+def decode_workers() -> int:
+    """The cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def load_folder(
+    path: str, size: int, channels: int = 1, workers: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """One sub-folder of PNG/JPEG images per class; classes in sorted name order.
+
+    Files are decoded in parallel, in chunks, by a pool of `workers` processes
+    (default: every core this process may use); the result is in file order
+    whatever the pool does.
+    """
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"data.path={path!r}: folder not found")
@@ -129,40 +240,61 @@ def load_folder(path: str, size: int) -> tuple[np.ndarray, np.ndarray]:
             f"data.path={path!r}: found {len(classes)} class folder(s); "
             "expected one sub-folder per class, at least 2"
         )
-    images, labels = [], []
+    files, labels = [], []
     for label, folder in enumerate(classes):
-        files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
+        found = sorted(str(f) for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
             raise DataError(f"{folder}: no .png/.jpg/.jpeg images in this class folder")
-        for file in files:
-            try:
-                with Image.open(file) as image:
-                    grey = image.convert("L").resize((size, size), Image.Resampling.BILINEAR)
-                    images.append(np.asarray(grey, dtype=np.uint8))
-            except (UnidentifiedImageError, OSError) as error:
-                raise DataError(f"{file}: not a readable image ({error})") from error
-            labels.append(label)
-    return np.stack(images), np.array(labels, np.int32)
+        files += found
+        labels += [label] * len(found)
+    workers = workers or decode_workers()
+    step = 512
+    batches = [files[i : i + step] for i in range(0, len(files), step)]
+    images = np.empty((len(files), size, size, channels), np.uint8)
+    if workers == 1 or len(batches) == 1:
+        decoded = (_decode(batch, size, channels) for batch in batches)
+        for i, part in enumerate(decoded):
+            images[i * step : i * step + len(part)] = part
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            jobs = pool.map(_decode, batches, [size] * len(batches), [channels] * len(batches))
+            for i, part in enumerate(jobs):
+                images[i * step : i * step + len(part)] = part
+    return images, np.array(labels, np.int32)
 
 
 def load_source(params: DataParams) -> tuple[np.ndarray, np.ndarray]:
-    """Load, check and resize the source `params.source` names."""
+    """Load, check and resize the source `params.source` names, a chunk at a time.
+
+    Returns:
+        uint8 images (N, image_size, image_size, channels) and int32 labels.
+    """
     name = params.path or params.source
-    if params.source == "digits":
-        x, y = load_digits()
-    elif params.source in ("mnist", "fashion_mnist"):
-        x, y = load_keras_dataset(params.source)
-    elif params.source == "npz":
-        x, y = load_npz(params.path)
+    size, channels = params.image_size, params.channels
+    if params.source == "folder":
+        x, y = load_folder(params.path, size, channels)
+        return x, check_labels(y, len(x), name)
+    if params.source == "npz":
+        chunks, y, count = iter_npz(params.path, channels)
     else:
-        x, y = load_folder(params.path, params.image_size)
-    x = normalise_images(np.asarray(x), name)
-    y = check_labels(np.asarray(y), len(x), name)
-    return _resize(x, params.image_size), y
+        raw, y = load_digits() if params.source == "digits" else load_keras_dataset(params.source)
+        raw = np.asarray(raw)
+        count = len(raw)
+        chunks = (
+            normalise_images(raw[i : i + CHUNK], name, channels, i)
+            for i in range(0, max(count, 1), CHUNK)
+        )
+    y = check_labels(np.asarray(y), count, name)
+    x = np.empty((count, size, size, channels), np.uint8)
+    start = 0
+    for chunk in chunks:
+        x[start : start + len(chunk)] = _resize(chunk, size)
+        start += len(chunk)
+    return x, y
 
 
-def split(x: np.ndarray, y: np.ndarray, params: DataParams, seed: int) -> dict:
-    """Stratified, seeded split into {"train", "val", "test"}: (x, y).
+def split_indices(y: np.ndarray, params: DataParams, seed: int) -> dict[str, np.ndarray]:
+    """Stratified, seeded split of image indices into {"train", "val", "test"}.
 
     Raises:
         DataError: when a class has too few images to appear in every split.
@@ -179,10 +311,12 @@ def split(x: np.ndarray, y: np.ndarray, params: DataParams, seed: int) -> dict:
             f"{len(counts)} classes; expected at least 3 per class and val/test splits "
             f"(now {n_val}/{n_test} images) of at least one image per class"
         )
-    x_rest, x_test, y_rest, y_test = train_test_split(
-        x, y, test_size=n_test, stratify=y, random_state=seed
-    )
-    x_train, x_val, y_train, y_val = train_test_split(
-        x_rest, y_rest, test_size=n_val, stratify=y_rest, random_state=seed
-    )
-    return {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
+    everything = np.arange(len(y))
+    rest, test = train_test_split(everything, test_size=n_test, stratify=y, random_state=seed)
+    train, val = train_test_split(rest, test_size=n_val, stratify=y[rest], random_state=seed)
+    return {"train": train, "val": val, "test": test}
+
+
+def split(x: np.ndarray, y: np.ndarray, params: DataParams, seed: int) -> dict:
+    """Stratified, seeded split into {"train", "val", "test"}: (x, y) (see `split_indices`)."""
+    return {name: (x[rows], y[rows]) for name, rows in split_indices(y, params, seed).items()}

@@ -48,7 +48,8 @@ def _fraction(key: str, value: float) -> None:
 class DataParams:
     source: str = "digits"  # one of SOURCES
     path: str | None = None  # file (npz) or folder (folder) the source reads
-    image_size: int = 28  # images are resized to image_size x image_size x 1
+    image_size: int = 28  # images are resized to image_size x image_size
+    channels: int = 1  # 1: grey (colour converted to luma); 3: RGB kept end to end
     val_fraction: float = 0.15  # share of all samples held out for validation
     test_fraction: float = 0.15  # share of all samples held out for the final test
 
@@ -67,6 +68,7 @@ class DataParams:
             self.image_size,
             "an integer in [4, 512]",
         )
+        _check(self.channels in (1, 3), "data.channels", self.channels, "1 (grey) or 3 (RGB)")
         _fraction("data.val_fraction", self.val_fraction)
         _fraction("data.test_fraction", self.test_fraction)
         total = self.val_fraction + self.test_fraction
@@ -129,6 +131,7 @@ class TrainParams:
     momentum: float = 0.9  # momentum of "momentum" (SGD with momentum)
     weight_decay: float = 0.0001  # decoupled weight decay, used by "adamw"
     batch_size: int = 32  # samples per step
+    shuffle_buffer: int = 20_000  # images shuffled together (whole shards; see gradguard.shards)
     epochs: int = 30  # upper bound; early stopping usually ends sooner
     patience: int = 5  # epochs without val_loss improvement before stopping
     distribute: Literal["none", "mirrored"] = "none"  # tf.distribute.MirroredStrategy
@@ -151,6 +154,12 @@ class TrainParams:
         _check(0 <= self.momentum < 1, "train.momentum", self.momentum, "a number in [0, 1)")
         _check(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "a number >= 0")
         _check(self.batch_size >= 1, "train.batch_size", self.batch_size, "an integer >= 1")
+        _check(
+            self.shuffle_buffer >= 1,
+            "train.shuffle_buffer",
+            self.shuffle_buffer,
+            "an integer >= 1",
+        )
         _check(self.epochs >= 1, "train.epochs", self.epochs, "an integer >= 1")
         _check(self.patience >= 0, "train.patience", self.patience, "an integer >= 0")
         _check(self.spike_window >= 2, "train.spike_window", self.spike_window, "an integer >= 2")
@@ -184,11 +193,18 @@ class TrainParams:
 class EvaluateParams:
     baseline: Literal["logistic", "svc"] = "svc"  # scikit-learn model fitted beside the CNN
     batch_size: int = 256  # samples per evaluation batch
+    baseline_images: int = 10_000  # the baseline is fitted on, and scores, at most this many
     explode_factor: float = 100.0  # verdict: weight norm grew this many times: exploded
     collapse_margin: float = 0.1  # verdict: accuracy closes less of chance..1: collapsed
 
     def validate(self) -> None:
         _check(self.batch_size >= 1, "evaluate.batch_size", self.batch_size, "an integer >= 1")
+        _check(
+            self.baseline_images >= 10,
+            "evaluate.baseline_images",
+            self.baseline_images,
+            "an integer >= 10",
+        )
         _check(
             self.explode_factor > 1,
             "evaluate.explode_factor",

@@ -68,6 +68,13 @@ def global_norm(variables) -> float:
     return math.sqrt(sum(float(np.sum(np.square(np.asarray(v, np.float64)))) for v in variables))
 
 
+def _shape_and_classes(train, val) -> tuple[tuple[int, ...], int]:
+    """The image shape and the class count of arrays or streamed shard sets."""
+    if isinstance(train, keras.utils.PyDataset):
+        return tuple(train.image_shape), max(train.num_classes, val.num_classes)
+    return train[0].shape[1:], int(max(train[1].max(), val[1].max())) + 1
+
+
 def run_fingerprint(params: Params, *arrays: np.ndarray) -> str:
     """Identifies a training run: the params it reads and the data it sees."""
     train_params = dataclasses.asdict(params)
@@ -121,7 +128,8 @@ def fit(
 
     Args:
         params: validated params.
-        train, val: `(x, y)` arrays.
+        train, val: `(x, y)` arrays, or `gradguard.stream.ShardSequence`s (streamed;
+            the training one seeded, so that it shuffles).
         checkpoint: where `ModelCheckpoint` keeps the best model by `val_loss`.
         resume: the resume state of this run (see `gradguard.resume`); the caller
             restores it (files) before and clears it after.
@@ -142,9 +150,9 @@ def fit(
         if saved:
             model = resume.load_model()
         else:
-            num_classes = int(max(train[1].max(), val[1].max())) + 1
+            input_shape, num_classes = _shape_and_classes(train, val)
             model = build_cnn(
-                train[0].shape[1:],
+                input_shape,
                 num_classes,
                 params.model,
                 params.init,
@@ -215,14 +223,17 @@ def fit(
         ),
     ]
     initial_epoch = saved["epoch"] + 1 if saved else 0
+    if isinstance(train, keras.utils.PyDataset):
+        train.epoch = initial_epoch  # its shuffle order is a function of the epoch
+        callbacks.insert(0, train.epoch_callback())
+        data = {"x": train, "shuffle": False}
+    else:
+        data = {"x": train[0], "y": train[1], "batch_size": params.train.batch_size}
     history = model.fit(
-        train[0],
-        train[1],
+        **data,
         validation_data=val,
-        batch_size=params.train.batch_size,
         epochs=params.train.epochs,
         initial_epoch=initial_epoch,
-        shuffle=True,
         callbacks=callbacks,
         verbose=verbose,
     )
