@@ -23,9 +23,12 @@ def main(args, params) -> None:
     with atomic_path(args.out) as folder:
         folder.mkdir()
         writer = ShardWriter(folder, index["image_shape"], index["num_classes"])
-        for x, y in iter_shards(source) if augmenter else ():
+        shards = len(index["shards"])
+        for number, (x, y) in enumerate(iter_shards(source) if augmenter else (), 1):
             for _ in range(params.augment.copies):
                 writer.add(augmenter.copy(x), y)
+            if shards > 1:  # a long stage shows progress
+                print(f"augment: shard {number}/{shards}", flush=True)
         written = writer.close()
         write_json(
             folder / "meta.json",

@@ -168,8 +168,8 @@ def test_remote_push_then_a_fresh_clone_pulls_and_has_nothing_to_rerun(repo, tmp
     assert not (clone / "models" / "best.keras").exists()
     dvc("pull", cwd=clone)
     for path in (
-        "data/prepared/train.npz",
-        "data/augmented/train.npz",
+        "data/prepared/train/shard-00000.npz",
+        "data/augmented/shard-00000.npz",
         "models/best.keras",
         "metrics/eval.json",
         "metrics/train/metrics.json",

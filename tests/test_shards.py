@@ -52,7 +52,7 @@ def test_a_writer_refuses_float_chunks_and_a_missing_index_is_one_line(tmp_path)
     writer = ShardWriter(tmp_path, (2, 2, 1), 3)
     with pytest.raises(ValueError, match="expected uint8"):
         writer.add(np.zeros((2, 2, 2, 1), np.float32), np.zeros(2, np.int32))
-    with pytest.raises(DataError, match="index.json: not a shard index"):
+    with pytest.raises(DataError, match=r"index\.json: not a shard index"):
         read_index(tmp_path / "nowhere")
 
 

@@ -13,10 +13,11 @@ from stages import augment, evaluate, prepare, train
 from tests.conftest import TINY_PARAMS, tensorflow_only
 
 
-def run_pipeline(tmp_path, params_file):
+def run_pipeline(tmp_path, params_file, raw=None):
     p = str(params_file)
     d = tmp_path
-    assert prepare.main_cli(["--params", p, "--raw", str(d), "--out", str(d / "prepared")]) == 0
+    raw = str(raw or d)
+    assert prepare.main_cli(["--params", p, "--raw", raw, "--out", str(d / "prepared")]) == 0
     assert (
         augment.main_cli(
             ["--params", p, "--prepared", str(d / "prepared"), "--out", str(d / "augmented")]
@@ -79,7 +80,7 @@ def test_the_four_stages_on_tiny_params(tmp_path, tiny_params_file):
     assert scores["accuracy"] > 0.3  # 2 epochs of a 4-filter CNN beat chance (0.1) easily
     per_class = json.loads((tmp_path / "plots" / "per_class.json").read_text())["per_class"]
     assert [row["class"] for row in per_class] == [str(k) for k in range(10)]
-    assert 0.9 < scores["baseline_accuracy"] <= 1.0  # an SVC on 12x12 digits
+    assert 0.9 < scores["baseline_accuracy"] <= 1.0  # an RBF kernel machine on 12x12 digits
     # The comparison columns first (`dvc exp show` keeps the file's order).
     assert list(scores)[:5] == ["accuracy", "verdict", "healthy", "diverged", "max_grad_norm"]
     assert scores["verdict"] == "healthy" and summary_growth(tmp_path) < 2.0
@@ -193,3 +194,37 @@ def test_training_with_mirrored_strategy_and_mixed_precision(tmp_path):
     assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
     assert result.diverged is False
     assert 0.0 < result.max_grad_norm < 1e3  # unscaled: the loss scale is 32768
+
+
+def test_colour_images_stay_rgb_through_every_stage(tmp_path):
+    """A folder of RGB images whose class is its colour: data.channels=3 keeps it apart."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    raw = tmp_path / "raw"
+    # Luma 0.299 R + 0.587 G + 0.114 B = 80 for each: in grey the classes are one.
+    for label, colour in enumerate([(127, 60, 60), (60, 94, 60), (60, 60, 235)]):
+        (raw / f"c{label}").mkdir(parents=True)
+        for i in range(40):
+            noise = rng.integers(-20, 21, (10, 10, 3))  # never clipped at 255
+            pixels = np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(raw / f"c{label}" / f"{i}.png")
+    params = {
+        **TINY_PARAMS,
+        "data": {"source": "folder", "path": str(raw), "image_size": 8, "channels": 3},
+        "train": {**TINY_PARAMS["train"], "batch_size": 16, "epochs": 6, "patience": 6},
+    }
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params))
+    scores = run_pipeline(tmp_path, params_file)
+    stats = json.loads((tmp_path / "prepared" / "stats.json").read_text())
+    assert stats["image_shape"] == [8, 8, 3]
+    model = keras.saving.load_model(tmp_path / "models" / "best.keras", safe_mode=True)
+    assert model.input_shape == (None, 8, 8, 3)
+    assert scores["accuracy"] == 1.0 and scores["baseline_accuracy"] == 1.0
+    grey = tmp_path / "grey"
+    grey.mkdir()
+    params["data"]["channels"] = 1
+    params_file.write_text(yaml.safe_dump(params))
+    grey_scores = run_pipeline(grey, params_file, raw=tmp_path)
+    assert grey_scores["baseline_accuracy"] < 0.7  # chance is 1/3: grey loses the classes

@@ -9,7 +9,9 @@ expected.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import sys
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -229,7 +231,8 @@ def load_folder(
 
     Files are decoded in parallel, in chunks, by a pool of `workers` processes
     (default: every core this process may use); the result is in file order
-    whatever the pool does.
+    whatever the pool does. Workers are forked (cheap) unless a framework with
+    threads of its own is loaded, then spawned (forking those is unsafe).
     """
     root = Path(path)
     if not root.is_dir():
@@ -248,7 +251,7 @@ def load_folder(
         files += found
         labels += [label] * len(found)
     workers = workers or decode_workers()
-    step = 512
+    step = 256
     batches = [files[i : i + step] for i in range(0, len(files), step)]
     images = np.empty((len(files), size, size, channels), np.uint8)
     if workers == 1 or len(batches) == 1:
@@ -256,7 +259,9 @@ def load_folder(
         for i, part in enumerate(decoded):
             images[i * step : i * step + len(part)] = part
     else:
-        with ProcessPoolExecutor(workers) as pool:
+        threaded = any(name in sys.modules for name in ("tensorflow", "jax", "torch"))
+        context = multiprocessing.get_context("spawn" if threaded else "fork")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
             jobs = pool.map(_decode, batches, [size] * len(batches), [channels] * len(batches))
             for i, part in enumerate(jobs):
                 images[i * step : i * step + len(part)] = part

@@ -45,25 +45,43 @@ def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray) -> dic
     }
 
 
+def baseline_model(kind: str, x_train: np.ndarray, seed: int):
+    """The scikit-learn classifier `kind` names (unfitted), for flattened pixels `x_train`.
+
+    "kernel": an RBF kernel machine in linear time, the Nystroem map (Williams
+    and Seeger 2001) onto at most 1,000 components followed by a multinomial
+    logistic regression; its kernel width is the one `SVC(gamma="scale")` uses,
+    1 / (features x pixel variance), and C = 10. "svc": the exact RBF support vector
+    machine (quadratic in the images it is fitted on). "logistic": multinomial
+    logistic regression on the pixels.
+    """
+    from sklearn.kernel_approximation import Nystroem
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.svm import SVC
+
+    if kind == "svc":
+        return SVC(random_state=seed)
+    if kind == "logistic":
+        return LogisticRegression(max_iter=2000, random_state=seed)
+    gamma = 1.0 / (x_train.shape[1] * max(float(x_train.var()), 1e-12))
+    return make_pipeline(
+        Nystroem(gamma=gamma, n_components=min(1000, len(x_train)), random_state=seed),
+        LogisticRegression(C=10.0, max_iter=1000, random_state=seed),
+    )
+
+
 def baseline_accuracy(kind: str, train: tuple, test: tuple, seed: int) -> float:
-    """Test accuracy of a scikit-learn classifier on the flattened pixels.
+    """Test accuracy of a scikit-learn classifier (see `baseline_model`) on the flattened pixels.
 
     Args:
-        kind: "svc" (RBF support vector machine) or "logistic" (multinomial
-            logistic regression).
+        kind: "kernel", "svc" or "logistic".
         train, test: `(x, y)` arrays; the un-augmented training split is fair.
         seed: random state of the classifier.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.svm import SVC
-
     x_train, y_train = train[0].reshape(len(train[0]), -1), train[1]
     x_test, y_test = test[0].reshape(len(test[0]), -1), test[1]
-    model = (
-        SVC(random_state=seed)
-        if kind == "svc"
-        else LogisticRegression(max_iter=2000, random_state=seed)
-    )
+    model = baseline_model(kind, x_train, seed)
     model.fit(x_train, y_train)
     return float(model.score(x_test, y_test))
 

@@ -191,7 +191,7 @@ class TrainParams:
 
 @dataclasses.dataclass(frozen=True)
 class EvaluateParams:
-    baseline: Literal["logistic", "svc"] = "svc"  # scikit-learn model fitted beside the CNN
+    baseline: Literal["kernel", "svc", "logistic"] = "kernel"  # scikit-learn model beside the CNN
     batch_size: int = 256  # samples per evaluation batch
     baseline_images: int = 10_000  # the baseline is fitted on, and scores, at most this many
     explode_factor: float = 100.0  # verdict: weight norm grew this many times: exploded
