@@ -10,6 +10,7 @@ import json
 import math
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -87,6 +88,22 @@ class LiveEpochs(keras.callbacks.Callback):
         self.live.next_step()
 
 
+class Progress(keras.callbacks.Callback):
+    """A line every `every_s` seconds within an epoch (Keras's own line comes at its end)."""
+
+    def __init__(self, steps: int, every_s: float = 30.0):
+        super().__init__()
+        self.steps, self.every_s = steps, every_s
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch, self.last = epoch, time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.monotonic() - self.last >= self.every_s:
+            self.last = time.monotonic()
+            print(f"train: epoch {self.epoch + 1}, step {batch + 1}/{self.steps}", flush=True)
+
+
 def main(args, params) -> None:
     configure_determinism(params.seed)
     from dvclive import Live
@@ -120,7 +137,7 @@ def main(args, params) -> None:
             checkpoint=args.model,
             resume=resume,
             live_dir=args.live,
-            extra_callbacks=[LiveEpochs(live)],
+            extra_callbacks=[LiveEpochs(live), Progress(len(train))],
             on_step_log=lambda rows: append_step_log(args.live, rows),
         )
         if Path(args.model).is_file():  # ModelCheckpoint's: dated, so make it reproducible

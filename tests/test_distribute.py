@@ -149,3 +149,52 @@ def test_mixed_float16_fit_reports_unscaled_norms():
     # Keras wrapped the guard in a LossScaleOptimizer at compile time (scale 2**15).
     norm = read_stats(optimizer)["pre_clip_norm"]
     assert 0.0 < norm < 1e4  # the loss scale, 32768, would put it far above
+
+
+def overflow_run(scaler_class, strategy=None):
+    """4 steps under mixed_float16 with a float16 overflow in replica 1's rows of batch 1."""
+    from gradguard.loss_scale import GuardedLossScaleOptimizer
+
+    x, y = data()
+    # The second global batch's last 4 rows (replica 1's shard only) get huge targets: their
+    # loss gradient, times the loss scale, is beyond float16 (65504) at any scale >= 1.
+    y[12:16] = 3e4
+    made = []
+
+    def make():  # inside the strategy's scope
+        guard = GradientGuard(keras.optimizers.Adam(0.01), mode="global_norm", clip_norm=1.0)
+        kind = {"keras": keras.optimizers.LossScaleOptimizer, "guarded": GuardedLossScaleOptimizer}
+        made.append(kind[scaler_class](guard, initial_scale=1024.0))
+        return made[-1]
+
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        weights, _ = train(make, strategy, x=x, y=y)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    scaler = made[-1]
+    guard = scaler.inner_optimizer
+    return weights, float(scaler.dynamic_scale.numpy()), int(guard.iterations.numpy()), guard
+
+
+def test_a_float16_overflow_on_one_replica_lowers_the_loss_scale_on_all():
+    strategy = mirrored()
+    y = data()[1]
+    y[12:16] = 3e4
+    shard_0, shard_1 = replica_shards(strategy, y)[1]
+    assert (shard_1 == 3e4).any() and not (shard_0 == 3e4).any()
+
+    one, scale_one, applied_one, guard_one = overflow_run("guarded")
+    assert (scale_one, applied_one) == (512.0, 3)  # the overflow step skipped, the scale halved
+    assert read_stats(guard_one)["skipped_steps"] == 0  # the scaler skipped it, not the guard
+
+    # Keras's own scaler reads replica 0's local gradients: it misses the overflow, keeps the
+    # scale and hands the guard an all-reduced Inf, which the guard must skip.
+    _, scale_keras, _, guard_keras = overflow_run("keras", strategy)
+    assert scale_keras == 1024.0 and read_stats(guard_keras)["skipped_steps"] == 1
+
+    two, scale_two, applied_two, guard_two = overflow_run("guarded", strategy)
+    assert (scale_two, applied_two) == (512.0, 3)
+    assert read_stats(guard_two)["skipped_steps"] == 0
+    for a, b in zip(one, two, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)  # float16 compute; measured 5e-6 apart

@@ -120,3 +120,26 @@ def test_two_saves_of_the_same_model_are_byte_identical(tmp_path):
     loaded = load_model(tmp_path / "a.keras")  # safe_mode, with its GradientGuard
     for saved, kept in zip(loaded.get_weights(), model.get_weights(), strict=True):
         np.testing.assert_array_equal(saved, kept)
+
+
+def test_mixed_precision_wraps_the_guard_in_the_cross_replica_loss_scaler(tmp_path):
+    from gradguard.loss_scale import GuardedLossScaleOptimizer
+    from gradguard.models import load_model
+
+    params = parse_params({"clip_norm": 1.0, "train": {"mixed_precision": True}})
+    scaler = build_optimizer(params)
+    assert isinstance(scaler, GuardedLossScaleOptimizer)
+    assert isinstance(scaler.inner_optimizer, GradientGuard)
+    assert isinstance(build_optimizer(parse_params({})), GradientGuard)
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = build_cnn((8, 8, 1), 3, ModelParams(filters=(2,), dense=4), seed=0)
+        model.compile(optimizer=scaler, loss="sparse_categorical_crossentropy")
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert model.optimizer is scaler  # compile keeps it (it is a LossScaleOptimizer)
+    model.fit(np.ones((4, 8, 8, 1), "float32"), np.arange(4) % 3, epochs=1, verbose=0)
+    save_model(model, tmp_path / "m.keras")
+    loaded = load_model(tmp_path / "m.keras")  # safe_mode: a registered class, no code
+    assert type(loaded.optimizer) is GuardedLossScaleOptimizer
+    assert loaded.optimizer.inner_optimizer.config.clip_norm == 1.0

@@ -88,3 +88,41 @@ def apply(guard, grads: list, trainable_variables: list) -> None:
             ops.cond(decision, update, lambda: None)
 
         tf.distribute.get_replica_context().merge_call(cross_replica, args=(clipped, apply_update))
+
+
+def all_replicas(flag):
+    """`flag` (a boolean scalar) held on every replica, from a replica context; else `flag`."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return flag
+    failed = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.cast(~flag, tf.float32))
+    return tf.equal(failed, 0.0)
+
+
+def loss_scaled_apply(scaler, grads: list, trainable_variables: list) -> None:
+    """`LossScaleOptimizer._tf_apply` with the overflow decision taken from all replicas.
+
+    The decision is made in the replica context (where `all_replicas` can
+    all-reduce) and handed to the cross-replica cond, which Keras's version
+    computes there from replica 0 alone.
+    """
+    if tf.distribute.in_cross_replica_context():
+        raise ValueError("apply() must be called in a replica context.")
+    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+        scaler._common_apply(grads, trainable_variables=trainable_variables)
+        return
+    finite = scaler.check_finite(grads)  # the same on every replica
+
+    def cross_replica(distribution, finite, grads, trainable_variables):
+        decision = distribution.experimental_local_results(finite)[0]
+
+        def apply_finite():
+            distribution.extended.call_for_each_replica(
+                scaler._stateful_handle_finite_grads, args=(grads, trainable_variables)
+            )
+
+        ops.cond(decision, apply_finite, scaler._stateful_handle_non_finite_grads)
+
+    tf.distribute.get_replica_context().merge_call(
+        cross_replica, args=(finite, grads, trainable_variables)
+    )

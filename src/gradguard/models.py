@@ -127,9 +127,14 @@ def build_inner_optimizer(params: TrainParams) -> keras.optimizers.Optimizer:
     raise ValueError(f"train.optimizer={params.optimizer!r} is not known")
 
 
-def build_optimizer(params: Params) -> GradientGuard:
-    """The inner optimizer wrapped in a `GradientGuard` configured from the params."""
-    return GradientGuard(
+def build_optimizer(params: Params) -> keras.optimizers.Optimizer:
+    """The inner optimizer wrapped in a `GradientGuard` configured from the params.
+
+    With `train.mixed_precision`, the guard is wrapped in turn in a
+    `GuardedLossScaleOptimizer` (dynamic loss scaling whose overflow decision
+    agrees across replicas; see `gradguard.loss_scale`).
+    """
+    guard = GradientGuard(
         build_inner_optimizer(params.train),
         mode=params.resolved_clip_mode,
         clip_norm=params.clip_norm,
@@ -148,6 +153,11 @@ def build_optimizer(params: Params) -> GradientGuard:
         skip_spikes=params.train.on_explosion in ("skip", "rollback"),
         loss_spikes=params.train.loss_spikes,
     )
+    if params.train.mixed_precision:
+        from gradguard.loss_scale import GuardedLossScaleOptimizer
+
+        return GuardedLossScaleOptimizer(guard)
+    return guard
 
 
 def _without_save_date(metadata: bytes) -> bytes:
@@ -198,4 +208,6 @@ def save_model(model: keras.Model, path) -> None:
 
 def load_model(path) -> keras.Model:
     """Load a `.keras` model saved with a `GradientGuard` (`safe_mode=True`: no code is run)."""
+    import gradguard.loss_scale  # noqa: F401  (registers GuardedLossScaleOptimizer)
+
     return keras.models.load_model(path, safe_mode=True)
