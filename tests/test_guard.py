@@ -229,7 +229,7 @@ def test_step_log_keeps_the_windows_steps_in_order_and_wraps():
     assert row_b.step == 3 and math.isnan(row_b.pre_clip_norm)
     assert (row_a.event, row_b.event) == (0, 2)  # ordinary, non-finite
     assert list(row_a.layer_norms.values()) == [pytest.approx(10.0)]  # one layer: the global norm
-    assert math.isnan(row_a.batch_loss)  # applied by hand: no trainer recorded a loss
+    assert row_a.batch_loss == math.inf  # applied by hand: no trainer recorded a loss
 
 
 def test_spike_detection_by_hand_and_spikes_skipped():

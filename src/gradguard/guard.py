@@ -43,7 +43,7 @@ class StepRow(NamedTuple):
     post_clip_norm: float
     threshold: float  # the global-norm bound in force (inf: none)
     event: int  # 0 ordinary, 1 gradient-norm spike, 2 non-finite, 3 batch-loss spike
-    batch_loss: float  # NaN where the trainer does not hand the loss over (JAX)
+    batch_loss: float  # +Inf where the trainer does not hand the loss over (JAX)
     layer_norms: dict  # layer name -> its pre-clip gradient norm
 
 

@@ -29,8 +29,9 @@ STATS = {
     "diverged": ("int32", 0),  # 1 once an update went non-finite or skips ran out
     "spikes": ("int32", 0),  # finite steps whose norm was a spike (see gradguard.detection)
     "loss_spikes": ("int32", 0),  # steps whose batch loss was a spike (`loss_spikes=True`)
-    # The batch loss the trainer handed to `scale_loss` (NaN where it does not: JAX).
-    "batch_loss": ("float32", float("nan")),
+    # The batch loss the trainer handed to `scale_loss`; +Inf where it does not (JAX). Not NaN:
+    # JAX's multi-process device_put checks that every process holds equal values.
+    "batch_loss": ("float32", float("inf")),
     "events": ("int32", 0),  # spikes + non-finite steps: what recovery policies react to
     # Window accumulators, reset by `reset_window` (e.g. each epoch): no host sync per step.
     "window_norm_sum": ("float32", 0.0),
