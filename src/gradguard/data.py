@@ -9,6 +9,8 @@ expected.
 
 from __future__ import annotations
 
+import math
+import mmap
 import multiprocessing
 import os
 import sys
@@ -203,11 +205,12 @@ def iter_npz(path: str, channels: int) -> tuple[Iterator[np.ndarray], np.ndarray
     return chunks(), y, count
 
 
-def _decode(files: list[str], size: int, channels: int) -> np.ndarray:
-    """Decode and resize image files to uint8 (n, size, size, channels) (runs in a worker)."""
+def _decode(files: list[str], size: int, channels: int, out: np.ndarray | None = None):
+    """Decode and resize image files into uint8 `out` (n, size, size, channels) (in a worker)."""
     from PIL import Image, UnidentifiedImageError
 
-    out = np.empty((len(files), size, size, channels), np.uint8)
+    if out is None:
+        out = np.empty((len(files), size, size, channels), np.uint8)
     for i, file in enumerate(files):
         try:
             with Image.open(file) as image:
@@ -217,6 +220,14 @@ def _decode(files: list[str], size: int, channels: int) -> np.ndarray:
         except (UnidentifiedImageError, OSError) as error:
             raise DataError(f"{file}: not a readable image ({error})") from error
     return out
+
+
+_SHARED: np.ndarray | None = None  # load_folder's output, as forked workers inherit it
+
+
+def _decode_shared(first: int, files: list[str], size: int, channels: int) -> None:
+    """Decode straight into the output the parent shares with its forked workers."""
+    _decode(files, size, channels, _SHARED[first : first + len(files)])
 
 
 def decode_workers() -> int:
@@ -253,18 +264,33 @@ def load_folder(
     workers = workers or decode_workers()
     step = 256
     batches = [files[i : i + step] for i in range(0, len(files), step)]
-    images = np.empty((len(files), size, size, channels), np.uint8)
+    shape = (len(files), size, size, channels)
+    firsts = range(0, len(files), step)
+    threaded = any(name in sys.modules for name in ("tensorflow", "jax", "torch"))
     if workers == 1 or len(batches) == 1:
-        decoded = (_decode(batch, size, channels) for batch in batches)
-        for i, part in enumerate(decoded):
-            images[i * step : i * step + len(part)] = part
+        images = np.empty(shape, np.uint8)
+        for first, batch in zip(firsts, batches, strict=True):
+            _decode(batch, size, channels, images[first : first + len(batch)])
+    elif not threaded:
+        # Forked workers write into one shared anonymous mapping: no result is pickled or
+        # copied, and its pages are first touched by the workers, in parallel.
+        global _SHARED
+        images = np.frombuffer(mmap.mmap(-1, math.prod(shape)), np.uint8).reshape(shape)
+        _SHARED = images
+        try:
+            context = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(workers, mp_context=context) as pool:
+                count = len(batches)
+                list(pool.map(_decode_shared, firsts, batches, [size] * count, [channels] * count))
+        finally:
+            _SHARED = None
     else:
-        threaded = any(name in sys.modules for name in ("tensorflow", "jax", "torch"))
-        context = multiprocessing.get_context("spawn" if threaded else "fork")
+        images = np.empty(shape, np.uint8)
+        context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
             jobs = pool.map(_decode, batches, [size] * len(batches), [channels] * len(batches))
-            for i, part in enumerate(jobs):
-                images[i * step : i * step + len(part)] = part
+            for first, part in zip(firsts, jobs, strict=True):
+                images[first : first + len(part)] = part
     return images, np.array(labels, np.int32)
 
 
