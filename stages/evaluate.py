@@ -71,10 +71,7 @@ def main(args, params) -> None:
     baseline_train = shards.sample(Path(args.prepared) / "train", cap, params.seed)
     baseline_test = shards.sample(test_set, cap, params.seed + 1)
     baseline = baseline_accuracy(
-        params.evaluate.baseline,
-        (shards.to_float(baseline_train[0]), baseline_train[1]),
-        (shards.to_float(baseline_test[0]), baseline_test[1]),
-        params.seed,
+        params.evaluate.baseline, baseline_train, baseline_test, params.seed
     )
     shares = np.bincount(y_test) / len(y_test)
     rules = VerdictRules(params.evaluate.explode_factor, params.evaluate.collapse_margin)
