@@ -240,7 +240,7 @@ def main() -> None:
     cli.add_argument("--epochs", type=int, default=1, help="train.epochs")
     cli.add_argument("--ratio-images", type=int, default=100_000)
     cli.add_argument("--repeats", type=int, default=3)
-    cli.add_argument("--decode-files", type=int, default=20_000)
+    cli.add_argument("--decode-files", type=int, default=20_000, help="0: no decode table")
     cli.add_argument("--keep", action="store_true", help="keep the scratch folder")
     knobs = cli.parse_args()
     knobs.size = {"grey": 28, "colour": 64}
@@ -252,7 +252,7 @@ def main() -> None:
         # First, while no framework is loaded: the loader forks its workers, as in `prepare`.
         decode = {
             side: decode_rates(scratch, knobs.decode_files, side, knobs.repeats)
-            for side in (96, 256)
+            for side in ((96, 256) if knobs.decode_files else ())
         }
         for label in knobs.sets.split(","):
             count = knobs.grey_images if label == "grey" else knobs.colour_images
@@ -284,6 +284,8 @@ def main() -> None:
         print(f"| streamed from shards | {streamed:.2f} |")
         print(f"| arrays in memory | {arrays:.2f} |")
         print(f"| ratio streamed / arrays | {streamed / arrays:.3f} |")
+    if not decode:
+        return
     print(
         f"\n| folder decode, {knobs.decode_files:,} JPEG files -> 64x64x3 | 1 worker | all cores |"
     )
