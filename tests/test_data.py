@@ -140,6 +140,21 @@ def test_a_folder_decodes_in_parallel_to_the_same_bytes_as_one_process(tmp_path)
     assert one[1].tolist() == two[1].tolist() == [0] * 300 + [1] * 300
     first = Image.open(tmp_path / "a" / "000.png").resize((5, 5), Image.Resampling.BILINEAR)
     np.testing.assert_array_equal(one[0][0], np.asarray(first))
+    # `prepare` loads no framework, so there the workers are forked and share the output
+    # buffer; this process has TensorFlow loaded (it spawns), so run that path in a fresh one.
+    code = (
+        "import sys; import numpy as np; from gradguard.data import load_folder; "
+        "x, y = load_folder(sys.argv[1], 5, channels=3, workers=2); "
+        "assert 'tensorflow' not in sys.modules; np.save(sys.argv[2], x)"
+    )
+    import subprocess
+    import sys
+
+    subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path), str(tmp_path / "fork.npy")], check=True
+    )
+    forked = np.load(tmp_path / "fork.npy", allow_pickle=False)
+    assert forked.tobytes() == one[0].tobytes()
 
 
 def test_image_folder_errors(tmp_path):
