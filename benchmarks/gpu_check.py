@@ -36,20 +36,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "src"), str(ROOT / "benchmarks")]
+from scale import STAGE_ARGS, synthetic  # noqa: E402
+
 # Keras's line at each epoch's end: "938/938 - 3s - 3ms/step - ..." (ms or us per step).
 EPOCH_LINE = re.compile(r"^(\d+)/\1 - \S+ - (\d+(?:\.\d+)?)(ms|us|s)/step", re.MULTILINE)
-STAGES = {
-    "prepare": ["--raw", "raw", "--out", "prepared"],
-    "augment": ["--prepared", "prepared", "--out", "augmented"],
-    "train": [
-        *("--prepared", "prepared", "--augmented", "augmented", "--model", "best.keras"),
-        *("--live", "live", "--resume-dir", "resume"),
-    ],
-    "evaluate": [
-        *("--prepared", "prepared", "--model", "best.keras", "--live", "live"),
-        *("--out", "eval.json", "--plots", "plots"),
-    ],
-}
 
 
 def device() -> str:
@@ -76,7 +66,7 @@ def run_pipeline(work: Path, params: dict) -> dict:
     """The four stages in `work`; wall time per stage, train's epoch times, test accuracy."""
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     walls, logs = {}, {}
-    for stage, args in STAGES.items():
+    for stage, args in STAGE_ARGS.items():
         started = time.perf_counter()
         done = subprocess.run(
             [sys.executable, "-m", f"stages.{stage}", "--params", "params.yaml", *args],
@@ -113,7 +103,6 @@ def main() -> None:
     cli.add_argument("--epochs", type=int, default=4, help="epochs on set 2")
     cli.add_argument("--keep", action="store_true", help="keep the scratch folder")
     knobs = cli.parse_args()
-    from scale import synthetic
 
     defaults = yaml.safe_load((ROOT / "params.yaml").read_text())
     scratch = Path(tempfile.mkdtemp(prefix="gradguard-gpu-"))

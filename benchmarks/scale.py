@@ -37,6 +37,19 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 GiB = 1 << 30
+# The stage commands' arguments, as dvc.yaml gives them (paths relative to a scratch folder).
+STAGE_ARGS = {
+    "prepare": ["--raw", "raw", "--out", "prepared"],
+    "augment": ["--prepared", "prepared", "--out", "augmented"],
+    "train": [
+        *("--prepared", "prepared", "--augmented", "augmented", "--model", "best.keras"),
+        *("--live", "live", "--resume-dir", "resume"),
+    ],
+    "evaluate": [
+        *("--prepared", "prepared", "--model", "best.keras", "--live", "live"),
+        *("--out", "eval.json", "--plots", "plots"),
+    ],
+}
 
 
 def synthetic(count: int, size: int, channels: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -136,18 +149,6 @@ def pipeline(label: str, x: np.ndarray, y: np.ndarray, work: Path, knobs: argpar
         "train": {"epochs": knobs.epochs, "patience": knobs.epochs},
     }
     (work / "params.yaml").write_text(yaml.safe_dump(params))
-    commands = {
-        "prepare": ["--raw", "raw", "--out", "prepared"],
-        "augment": ["--prepared", "prepared", "--out", "augmented"],
-        "train": [
-            *("--prepared", "prepared", "--augmented", "augmented", "--model", "best.keras"),
-            *("--live", "live", "--resume-dir", "resume"),
-        ],
-        "evaluate": [
-            *("--prepared", "prepared", "--model", "best.keras", "--live", "live"),
-            *("--out", "eval.json", "--plots", "plots"),
-        ],
-    }
     n = len(y)
     train_images = int(n * (1 - 0.15 - 0.15))
     images = {
@@ -157,7 +158,7 @@ def pipeline(label: str, x: np.ndarray, y: np.ndarray, work: Path, knobs: argpar
         "evaluate": n - train_images,
     }
     rows = []
-    for stage, args in commands.items():
+    for stage, args in STAGE_ARGS.items():
         wall, peak = run_stage(stage, ["--params", "params.yaml", *args], work)
         rows.append((label, stage, images[stage], wall, peak))
         print(f"  {label} {stage}: {wall:.1f} s, {peak / GiB:.2f} GiB", flush=True)

@@ -15,28 +15,16 @@ os.environ["KERAS_BACKEND"] = "jax"
 import numpy as np
 
 from gradguard.multihost import cluster_from_env, initialize
-
-GLOBAL_BATCH = 8
-MODES = {
-    "none": {},
-    "value": {"clip_value": 0.05},
-    "norm": {"clip_norm": 0.3},
-    "global_norm": {"clip_norm": 0.3},
-    "agc": {"agc_lambda": 0.01, "agc_exclude_last": False},
-    "autoclip": {"autoclip_percentile": 50.0},
-    "zscore": {"zscore_warmup": 2, "zscore_threshold": 0.5},
-}
+from tests import parallel_cases
+from tests.parallel_cases import GLOBAL_BATCH, MODES
 
 
 def data():
-    """tests/test_distribute.py's data: replica-dependent targets that grow batch by batch."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(32, 3)).astype("float32")
-    y = np.where(np.arange(32)[:, None] % 8 < 4, 5.0, 0.5) * rng.normal(size=(32, 2))
-    y *= 1.0 + (np.arange(32)[:, None] // 8)
+    """The shared data, with a NaN in process 1's rows when MULTIHOST_NAN is set."""
+    x, y = parallel_cases.data()
     if os.environ.get("MULTIHOST_NAN"):
         x[13] = np.nan  # the second global batch's 6th row: process 1's half only
-    return x, y.astype("float32")
+    return x, y
 
 
 def main(out: str) -> None:
@@ -63,18 +51,7 @@ def main(out: str) -> None:
     results = {}
     for mode, knobs in MODES.items():
         keras.utils.set_random_seed(1)
-        model = keras.Sequential(
-            [
-                keras.Input((3,)),
-                keras.layers.Dense(
-                    4,
-                    activation="tanh",
-                    kernel_initializer=keras.initializers.RandomNormal(seed=1),
-                    bias_initializer="ones",
-                ),
-                keras.layers.Dense(2, kernel_initializer=keras.initializers.RandomNormal(seed=2)),
-            ]
-        )
+        model = parallel_cases.mlp()
         guard = GradientGuard(keras.optimizers.SGD(0.1), mode=mode, **knobs)
         model.compile(optimizer=guard, loss="mse")
         model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0)

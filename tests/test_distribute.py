@@ -9,28 +9,9 @@ import pytest
 from gradguard import GradientGuard
 from gradguard.callbacks import read_stats
 from tests.conftest import tensorflow_only
+from tests.parallel_cases import GLOBAL_BATCH, MODES, data, mlp
 
 pytestmark = tensorflow_only
-MODES = {
-    "none": {},
-    "value": {"clip_value": 0.05},
-    "norm": {"clip_norm": 0.3},
-    "global_norm": {"clip_norm": 0.3},
-    "agc": {"agc_lambda": 0.01, "agc_exclude_last": False},
-    "autoclip": {"autoclip_percentile": 50.0},
-    "zscore": {"zscore_warmup": 2, "zscore_threshold": 0.5},
-}
-
-
-def data():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(32, 3)).astype("float32")
-    # The first half (replica 0's shard of each global batch of 8) has large targets,
-    # so the replicas' local gradients differ: per-replica clipping gives another answer.
-    y = np.where(np.arange(32)[:, None] % 8 < 4, 5.0, 0.5) * rng.normal(size=(32, 2))
-    # Later batches have larger targets, so the gradient norm grows and ZClip sees spikes.
-    y *= 1.0 + (np.arange(32)[:, None] // 8)
-    return x, y.astype("float32")
 
 
 def train(optimizer_factory, strategy=None, x=None, y=None, steps=4):
@@ -39,21 +20,12 @@ def train(optimizer_factory, strategy=None, x=None, y=None, steps=4):
 
     x, y = (x, y) if x is not None else data()
     with (strategy or tf.distribute.get_strategy()).scope():
-        model = keras.Sequential(
-            [
-                keras.Input((3,)),
-                keras.layers.Dense(
-                    4,
-                    activation="tanh",
-                    kernel_initializer=keras.initializers.RandomNormal(seed=1),
-                    bias_initializer="ones",
-                ),
-                keras.layers.Dense(2, kernel_initializer=keras.initializers.RandomNormal(seed=2)),
-            ]
-        )
+        model = mlp()
         optimizer = optimizer_factory()
         model.compile(optimizer=optimizer, loss="mse")
-    model.fit(x, y, batch_size=8, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)
+    model.fit(
+        x, y, batch_size=GLOBAL_BATCH, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0
+    )
     return [w.numpy() for w in model.weights], optimizer
 
 

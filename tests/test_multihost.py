@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from gradguard.multihost import cluster_from_env
-from tests.multihost_worker import MODES
+from tests.parallel_cases import MODES
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("jax")

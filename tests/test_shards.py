@@ -150,3 +150,21 @@ def test_index_records_shape_classes_and_counts(tmp_path, small_shards):
     saved = json.loads((tmp_path / "index.json").read_text())
     assert saved == index and index["image_shape"] == [2, 1, 2] and index["num_classes"] == 5
     assert index["images"] == 12 and len(index["shards"]) == 2
+
+
+def test_an_epoch_reads_each_shard_once_whatever_the_window(tmp_path, small_shards, monkeypatch):
+    from gradguard import stream
+
+    x, y = images(45)  # shards of 10, 10, 10, 10 and 5 images
+    write_shards(tmp_path, x, y, num_classes=3)
+    reads = []
+    load = stream.load_arrays
+    monkeypatch.setattr(stream, "load_arrays", lambda path: reads.append(path) or load(path))
+    for buffer in (1, 12, 25, 45):  # windows of 1, 2, 3 shards, and all 5
+        reads.clear()
+        sequence = ShardSequence(tmp_path, 4, seed=3, buffer=buffer)
+        for epoch in range(2):
+            sequence.epoch = epoch
+            assert sorted(visit(sequence)) == list(range(45))
+        # Shards are loaded at most once per epoch (the windows are mixed, not re-read).
+        assert len(reads) <= 2 * 5, (buffer, len(reads))

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from gradguard.shards import to_float
+
 
 def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray) -> dict:
     """Test metrics of predicted class probabilities.
@@ -51,7 +53,7 @@ BASELINE_CHUNK = 2048  # images turned into float pixels at a time by the kernel
 def _pixels(x: np.ndarray) -> np.ndarray:
     """Images (uint8 0..255 or float 0..1) as float32 rows of pixels in [0, 1]."""
     rows = x.reshape(len(x), -1)
-    return rows.astype(np.float32) / 255.0 if x.dtype == np.uint8 else rows.astype(np.float32)
+    return to_float(rows) if x.dtype == np.uint8 else rows.astype(np.float32)
 
 
 class KernelBaseline:

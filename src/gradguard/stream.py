@@ -23,7 +23,8 @@ class ShardSequence(keras.utils.PyDataset):
     images (as `tf.data`'s shuffle buffer does, but in whole shards); the order
     is a function of (seed, epoch) alone, so a resumed run sees what an
     uninterrupted one would. Without `seed`, images come in stored order.
-    At most two windows of shards are held in memory.
+    At most two windows of shards are held in memory (the widest window possible,
+    twice: a batch spans at most two).
 
     Pass `shuffle=False` to `Model.fit` (the order is this class's) and
     `epoch_callback()` among its callbacks: Keras's own epoch hooks on a
@@ -71,8 +72,12 @@ class ShardSequence(keras.utils.PyDataset):
         self.seed, self.buffer, self.epoch, self.labelled = seed, buffer, epoch, labelled
         self._order: tuple[int, np.ndarray, np.ndarray] | None = None
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
-        longest = max(n for _, n in self.shards)
-        self._cache_size = 2 * max(1, math.ceil(buffer / longest)) + 1 if seed is not None else 2
+        # A batch spans at most two windows; a window holds the fewest shards whose images
+        # reach `buffer`, so at most as many as the smallest shards need to reach it. With
+        # fewer cached, every batch of a window would read its shards again.
+        smallest_first = np.cumsum(sorted(n for _, n in self.shards))
+        widest = int(np.searchsorted(smallest_first, buffer)) + 1 if seed is not None else 1
+        self._cache_size = 2 * min(widest, len(self.shards))
         self._lock = threading.Lock()
 
     @property
