@@ -7,6 +7,7 @@ import sys
 from collections.abc import Callable
 
 from gradguard.data import DataError
+from gradguard.multihost import ClusterError
 from gradguard.params import Params, ParamsError, load_params
 
 
@@ -27,7 +28,7 @@ def run(
     try:
         params = load_params(args.params)
         main(args, params)
-    except (ParamsError, DataError) as error:
+    except (ParamsError, DataError, ClusterError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -23,6 +23,10 @@ _NOISE = [
     rb"^I\d{4} ",
     # A tf.data graph attribute newer than its op registry: TF's own, harmless (tensorflow#79229).
     rb"^E\d{4} .*node_def_util\.cc.*use_unbounded_threadpool",
+    # Gloo's report of a complete cluster (multi-host training on CPU). Gloo writes it to
+    # standard output, which gradguard.multihost points at standard error meanwhile.
+    rb"^\[Gloo\] Rank \d+ is connected to (\d+) peer ranks\. Expected number of connected "
+    rb"peer ranks is : \1$",
 ]
 # Said on every machine without an NVIDIA driver, where no GPU can be used anyway.
 _NO_GPU_NOISE = [rb"^E\d{4} .*failed call to cuInit"]

@@ -8,17 +8,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import sys
-import time
+import tempfile
 from pathlib import Path
 
-import keras
 import numpy as np
 
+from gradguard import multihost
 from gradguard.io import write_json
-from gradguard.resume import ResumeState
-from gradguard.training import configure_determinism, fit, run_fingerprint
 from stages import common
 
 EVENT_KINDS = {1: "spike", 2: "nonfinite", 3: "loss_spike"}
@@ -70,66 +69,102 @@ def step_events(live_dir: str) -> list[dict]:
     return [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines()]
 
 
-class LiveEpochs(keras.callbacks.Callback):
-    """Logs Keras's epoch logs to DVCLive as `train/<name>` and `val/<name>`.
-
-    DVCLive's own Keras callback names validation metrics `eval/...`, which reads
-    like the test metrics of `metrics/eval.json`; these are validation metrics.
-    """
-
-    def __init__(self, live):
-        super().__init__()
-        self.live = live
-
-    def on_epoch_end(self, epoch, logs=None):
-        for name, value in (logs or {}).items():
-            split, metric = ("val", name[4:]) if name.startswith("val_") else ("train", name)
-            self.live.log_metric(f"{split}/{metric}", value)
-        self.live.next_step()
-
-
-class Progress(keras.callbacks.Callback):
-    """A line every `every_s` seconds within an epoch (Keras's own line comes at its end)."""
-
-    def __init__(self, steps: int, every_s: float = 30.0):
-        super().__init__()
-        self.steps, self.every_s = steps, every_s
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch, self.last = epoch, time.monotonic()
-
-    def on_train_batch_end(self, batch, logs=None):
-        if time.monotonic() - self.last >= self.every_s:
-            self.last = time.monotonic()
-            print(f"train: epoch {self.epoch + 1}, step {batch + 1}/{self.steps}", flush=True)
+# Set by `python -m stages.launch --workers N`: this host runs N processes of the stage.
+LOCAL_WORKERS = "GRADGUARD_LOCAL_WORKERS"
 
 
 def main(args, params) -> None:
-    configure_determinism(params.seed)
+    """Train; with `train.distribute: multihost`, as one process of a cluster."""
+    if params.train.distribute != "multihost":
+        run_training(args, params)
+        return
+    multihost.use_jax_backend()  # before Keras is imported
+    multihost.exit_with_parent()  # a local worker ends with the process that started it
+    local = os.environ.get(LOCAL_WORKERS, "1")
+    if not local.isdigit() or int(local) < 1:
+        raise multihost.ClusterError(f"{LOCAL_WORKERS}={local!r}: expected a process count >= 1")
+    with tempfile.TemporaryDirectory(prefix="gradguard-train-") as scratch:
+        workers = None
+        if any(os.environ.get(name) for name in multihost.ENV):
+            cluster = multihost.cluster_from_env()
+        elif int(local) > 1:
+            command = [sys.executable, "-m", "stages.train", *args.argv]
+            workers = multihost.start_local_workers(command, int(local), scratch)
+            workers.watch(lambda *failure: stop_on_worker_failure(workers, args, *failure))
+            cluster = workers.cluster
+        else:
+            cluster = None  # one process: data-parallel over its own devices
+        if cluster is not None and not cluster.chief:  # the chief alone writes the outputs
+            args.model = str(Path(scratch) / "best.keras")
+            args.live = str(Path(scratch) / "live")
+            args.resume_dir = str(Path(scratch) / "resume")
+        try:
+            run_training(args, params, cluster)
+        except BaseException:
+            if workers is not None:
+                workers.stop()
+            raise
+        multihost.shutdown(cluster)  # before waiting for the workers, which wait for it
+        if workers is not None:
+            workers.join()
+
+
+def stop_on_worker_failure(workers, args, process: int, status: int, last_lines: str) -> None:
+    """A local worker died: say so in one line (and its last lines), stop every process."""
+    cause = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
+    print(
+        f"error: train: process {process} of {workers.cluster.processes} ended ({cause}); "
+        f"the run stopped. Run it again to resume after the last epoch saved in "
+        f"{args.resume_dir}. Its last lines:\n{last_lines}",
+        file=sys.stderr,
+        flush=True,
+    )
+    workers.stop()
+    os._exit(1)
+
+
+def run_training(args, params, cluster: multihost.Cluster | None = None) -> None:
+    distributed = params.train.distribute == "multihost"
+    if distributed:
+        multihost.initialize(cluster)
+    chief = cluster is None or cluster.chief
+    processes = cluster.processes if cluster is not None else 1
     from dvclive import Live
 
+    from gradguard.callbacks import EpochMetricsLogger, Progress
     from gradguard.models import canonicalise_model_file, save_model
+    from gradguard.resume import ResumeState
     from gradguard.shards import read_index
     from gradguard.stream import ShardSequence
+    from gradguard.training import configure_determinism, fit, run_fingerprint
 
+    configure_determinism(params.seed)
     train_sets = [Path(args.prepared) / "train", Path(args.augmented)]
     val_set = Path(args.prepared) / "val"
     knobs = params.train
+    share = {"full_batches": distributed, "processes": processes, "process": 0}
+    if cluster is not None:
+        share["process"] = cluster.process
     train = ShardSequence(
-        train_sets, knobs.batch_size, seed=params.seed, buffer=knobs.shuffle_buffer
+        train_sets, knobs.batch_size, seed=params.seed, buffer=knobs.shuffle_buffer, **share
     )
-    val = ShardSequence(val_set, knobs.batch_size)
+    val = ShardSequence(val_set, knobs.batch_size, **share)
     data_id = "".join(read_index(folder)["fingerprint"] for folder in (*train_sets, val_set))
     resume = ResumeState(
         args.resume_dir, run_fingerprint(params, np.frombuffer(data_id.encode(), np.uint8))
     )
+    if processes > 1:  # every process resumes from the chief's state
+        multihost.broadcast_folder(resume.folder, source=chief)
     saved = resume.restore(args.model, args.live)
     resumed = saved is not None
-    if resumed:
+    if resumed and chief:
         print(f"train: resuming after epoch {saved['epoch'] + 1} from {resume.folder}")
-    else:  # DVCLive starts its own files afresh; the step log must too
+    elif not resumed:  # DVCLive starts its own files afresh; the step log must too
         shutil.rmtree(Path(args.live) / "plots" / "steps", ignore_errors=True)
+    if chief and processes > 1:
+        print(f"train: process 0 of {processes}, coordinator {cluster.coordinator}", flush=True)
     with Live(dir=args.live, dvcyaml=False, save_dvc_exp=False, resume=resumed) as live:
+        progress = [Progress(len(train))] if chief else []
         model, result = fit(
             params,
             train,
@@ -137,8 +172,9 @@ def main(args, params) -> None:
             checkpoint=args.model,
             resume=resume,
             live_dir=args.live,
-            extra_callbacks=[LiveEpochs(live), Progress(len(train))],
+            extra_callbacks=[EpochMetricsLogger(live), *progress],
             on_step_log=lambda rows: append_step_log(args.live, rows),
+            verbose=2 if chief else 0,
         )
         if Path(args.model).is_file():  # ModelCheckpoint's: dated, so make it reproducible
             canonicalise_model_file(args.model)
@@ -158,6 +194,8 @@ def main(args, params) -> None:
     write_json(live_dir / "layers.json", {"epochs": layer_epochs})
     write_json(live_dir / "plots" / "layers.json", layers)
     resume.clear()
+    if not chief:
+        return
     verdict = f"DIVERGED at step {result.diverged_at_step}" if result.diverged else "finished"
     print(
         f"train: {verdict} after {result.epochs} epochs in {result.wall_time_s:.1f}s; "
@@ -177,6 +215,8 @@ def main_cli(argv: list[str] | None = None) -> int:
         required=True,
         help="resume state of an interrupted run (ignored by git and DVC)",
     )
+    argv = sys.argv[1:] if argv is None else list(argv)
+    cli.set_defaults(argv=argv)  # a launcher of local workers starts them with the same
     return common.run(main, cli, argv)
 
 

@@ -95,6 +95,30 @@ def test_every_image_once_per_epoch_in_a_seeded_order(tmp_path, small_shards):
     assert visit(plain) == list(range(25)) and len(plain[0]) == 1
 
 
+def test_processes_split_every_full_batch_and_the_repeats_weigh_nothing(tmp_path, small_shards):
+    x, y = images(25)
+    write_shards(tmp_path, x, y, num_classes=3)
+    whole = ShardSequence(tmp_path, 4, seed=7, buffer=10, full_batches=True)
+    halves = [
+        ShardSequence(tmp_path, 4, seed=7, buffer=10, full_batches=True, process=p, processes=2)
+        for p in (0, 1)
+    ]
+    order = visit(ShardSequence(tmp_path, 4, seed=7, buffer=10))
+    assert len(whole) == len(halves[0]) == 7
+    for batch in range(7):
+        images_, _, weight = whole[batch]
+        assert images_.shape == (4, 2, 2, 1) and weight.dtype == np.float32
+        parts = [half[batch] for half in halves]
+        for whole_part, *split in zip(whole[batch], *parts, strict=True):
+            np.testing.assert_array_equal(whole_part, np.concatenate(split))
+        assert [len(part[0]) for part in parts] == [2, 2]
+    # 25 = 6 x 4 + 1: the last batch is its one image, then that image again 3 times, weight 0.
+    named = (whole[6][0][:, 0, 0, 0] * 255).round().astype(int).tolist()
+    assert named == [order[24]] * 4 and whole[6][2].tolist() == [1, 0, 0, 0]
+    with pytest.raises(DataError, match="batch size 5 across 2 processes"):
+        ShardSequence(tmp_path, 5, full_batches=True, process=1, processes=2)
+
+
 def test_a_buffer_of_all_images_mixes_every_shard(tmp_path, small_shards):
     x, y = images(25)
     write_shards(tmp_path, x, y, num_classes=3)

@@ -1,8 +1,9 @@
-"""Keras callbacks reading a `GradientGuard`: per-epoch gradient logs, divergence."""
+"""Keras callbacks: reading a `GradientGuard` (per-epoch gradient logs, divergence), epoch logs."""
 
 from __future__ import annotations
 
 import math
+import time
 
 import keras
 import numpy as np
@@ -170,3 +171,40 @@ class DivergenceMonitor(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._check(None if self.guard is not None else logs)
+
+
+class EpochMetricsLogger(keras.callbacks.Callback):
+    """Logs Keras's epoch logs as `train/<name>` and `val/<name>`, then ends the step.
+
+    `live` is any logger with `log_metric(name, value)` and `next_step()`, such
+    as DVCLive's `Live`.
+
+    DVCLive's own Keras callback names validation metrics `eval/...`, which reads
+    like the test metrics of `metrics/eval.json`; these are validation metrics.
+    """
+
+    def __init__(self, live):
+        super().__init__()
+        self.live = live
+
+    def on_epoch_end(self, epoch, logs=None):
+        for name, value in (logs or {}).items():
+            split, metric = ("val", name[4:]) if name.startswith("val_") else ("train", name)
+            self.live.log_metric(f"{split}/{metric}", value)
+        self.live.next_step()
+
+
+class Progress(keras.callbacks.Callback):
+    """A line every `every_s` seconds within an epoch (Keras's own line comes at its end)."""
+
+    def __init__(self, steps: int, every_s: float = 30.0):
+        super().__init__()
+        self.steps, self.every_s = steps, every_s
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch, self.last = epoch, time.monotonic()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.monotonic() - self.last >= self.every_s:
+            self.last = time.monotonic()
+            print(f"train: epoch {self.epoch + 1}, step {batch + 1}/{self.steps}", flush=True)

@@ -15,14 +15,32 @@ The cluster is read from the environment JAX documents for
     JAX_PROCESS_ID            this process's number, 0 .. JAX_NUM_PROCESSES - 1
 
 On CPU the collectives go through Gloo, which needs nothing installed.
+Without these variables, `initialize(None)` trains data-parallel over this
+process's own devices (several GPUs of one host).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 
 ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
+
+
+class ClusterError(ValueError):
+    """The cluster environment or backend does not allow multi-host training."""
 
 
 @dataclass(frozen=True)
@@ -41,53 +59,214 @@ def cluster_from_env(environ=os.environ) -> Cluster:
     """The cluster the environment describes.
 
     Raises:
-        ValueError: one line naming the variable that is missing or malformed.
+        ClusterError: one line naming the variable that is missing or malformed.
     """
     missing = [name for name in ENV if not environ.get(name)]
     if missing:
-        raise ValueError(
+        raise ClusterError(
             f"multi-host training needs {', '.join(missing)} in the environment "
             "(the coordinator's host:port, the process count, this process's id)"
         )
     try:
         processes, process = int(environ[ENV[1]]), int(environ[ENV[2]])
     except ValueError as error:
-        raise ValueError(f"{ENV[1]}/{ENV[2]} must be integers ({error})") from error
+        raise ClusterError(f"{ENV[1]}/{ENV[2]} must be integers ({error})") from error
     if not (processes >= 1 and 0 <= process < processes):
-        raise ValueError(
+        raise ClusterError(
             f"JAX_PROCESS_ID={process} with JAX_NUM_PROCESSES={processes}; expected 0 <= id < count"
         )
     return Cluster(environ[ENV[0]], processes, process)
 
 
-def initialize(cluster: Cluster):
-    """Join the cluster and make Keras train data-parallel over every process's devices.
+def use_jax_backend() -> None:
+    """Make Keras load its JAX backend; call before Keras is imported.
 
-    Call before building the model. Each process then feeds its own slice of
-    every global batch (`auto_shard_dataset` is off: the slices are the
-    caller's, e.g. `ShardSequence(..., process=cluster.process,
-    processes=cluster.processes)`).
+    Raises:
+        ClusterError: Keras is already loaded on another backend, or
+            KERAS_BACKEND names another one.
+    """
+    if "keras" in sys.modules:
+        import keras
+
+        backend = keras.backend.backend()
+    else:
+        backend = os.environ.setdefault("KERAS_BACKEND", "jax")
+    if backend != "jax":
+        raise ClusterError(
+            f"multi-host training runs on Keras's JAX backend; this is {backend!r} "
+            "(unset KERAS_BACKEND or set it to jax)"
+        )
+
+
+def initialize(cluster: Cluster | None):
+    """Make Keras train data-parallel over every process's devices.
+
+    Call before building the model. With a cluster, first join it: each process
+    then feeds its own share of every global batch (`auto_shard_dataset` is off:
+    the shares are the caller's, e.g. `ShardSequence(..., full_batches=True,
+    process=cluster.process, processes=cluster.processes)`). Without one, the
+    batches are split over this process's devices.
 
     Returns:
         The `keras.distribution.DataParallel` now in force.
     """
+    use_jax_backend()
     import jax
     import keras
 
-    if keras.backend.backend() != "jax":
-        raise ValueError(
-            f"multi-host training runs on the JAX backend; this is {keras.backend.backend()!r} "
-            "(set KERAS_BACKEND=jax)"
+    if cluster is not None and cluster.processes > 1:
+        # CPU devices' collectives (GPUs use NCCL whatever this says). Asking JAX for its
+        # backend first would start it, which must wait for initialize().
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(
+            coordinator_address=cluster.coordinator,
+            num_processes=cluster.processes,
+            process_id=cluster.process,
         )
-    # CPU devices' collectives (GPUs use NCCL whatever this says). Asking JAX for its
-    # backend first would start it, which must wait for initialize().
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(
-        coordinator_address=cluster.coordinator,
-        num_processes=cluster.processes,
-        process_id=cluster.process,
-    )
+        from jax.experimental import multihost_utils
+
+        # The first collective connects the processes; Gloo then reports it on standard
+        # output, which belongs to the caller: it goes to standard error instead.
+        with _stdout_to_stderr():
+            multihost_utils.sync_global_devices("gradguard.multihost.initialize")
     distribution = keras.distribution.DataParallel()
     distribution.auto_shard_dataset = False
     keras.distribution.set_distribution(distribution)
     return distribution
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def shutdown(cluster: Cluster | None) -> None:
+    """Leave the cluster: a barrier every process must reach (JAX would at exit)."""
+    if cluster is not None and cluster.processes > 1:
+        import jax
+
+        jax.distributed.shutdown()
+
+
+def broadcast_folder(folder: str | os.PathLike, *, source: bool) -> None:
+    """Give every process process 0's copy of `folder` (e.g. a resume state).
+
+    Every process of the cluster must call this; `source` is true on process 0
+    alone. A folder process 0 lacks is removed on the others. The files travel
+    as one tar archive over JAX's own collectives.
+    """
+    import shutil
+
+    from jax.experimental import multihost_utils
+
+    folder = Path(folder)
+    payload = b""
+    if source and folder.is_dir():
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as archive:
+            archive.add(folder, arcname=".")
+        payload = buffer.getvalue()
+    size = int(multihost_utils.broadcast_one_to_all(np.array(len(payload), np.int64)))
+    data = np.frombuffer(payload, np.uint8) if source else np.zeros(size, np.uint8)
+    if size:
+        data = np.asarray(multihost_utils.broadcast_one_to_all(data))
+    if source:
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    if size:
+        folder.mkdir(parents=True)
+        with tarfile.open(fileobj=io.BytesIO(data.tobytes()), mode="r") as archive:
+            archive.extractall(folder, filter="data")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now (for a local coordinator)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+WORKER_PARENT = "GRADGUARD_WORKER_PARENT"  # a local worker's launcher, which it watches
+
+
+@dataclass
+class LocalWorkers:
+    """Processes 1 .. N-1 of a cluster on this host; this process is process 0."""
+
+    cluster: Cluster
+    children: list[subprocess.Popen]
+    logs: list[Path]
+
+    def watch(self, on_failure: Callable[[int, int, str], None]) -> None:
+        """Call `on_failure(process, status, last_lines)` (in a thread) if a worker fails."""
+
+        def wait(process: int, child: subprocess.Popen) -> None:
+            status = child.wait()
+            if status != 0:
+                tail = self.logs[process - 1].read_text(errors="replace").splitlines()[-5:]
+                on_failure(process, status, "\n".join(tail))
+
+        for process, child in enumerate(self.children, start=1):
+            threading.Thread(target=wait, args=(process, child), daemon=True).start()
+
+    def stop(self) -> None:
+        for child in self.children:
+            if child.poll() is None:
+                child.kill()
+
+    def join(self, timeout: float | None = None) -> list[int]:
+        """The workers' exit statuses, once they have all ended."""
+        return [child.wait(timeout) for child in self.children]
+
+
+def start_local_workers(
+    command: Sequence[str], processes: int, log_folder: str | os.PathLike, env=os.environ
+) -> LocalWorkers:
+    """Start processes 1 .. `processes`-1 of `command` on this host, on a free local port.
+
+    Each runs with the JAX cluster variables set and `GRADGUARD_WORKER_PARENT`
+    naming this process, and writes its output to `<log_folder>/process-<i>.log`.
+    """
+    cluster = Cluster(f"127.0.0.1:{free_port()}", processes, 0)
+    children, logs = [], []
+    for process in range(1, processes):
+        log = Path(log_folder) / f"process-{process}.log"
+        cluster_env = {
+            ENV[0]: cluster.coordinator,
+            ENV[1]: str(processes),
+            ENV[2]: str(process),
+            WORKER_PARENT: str(os.getpid()),
+        }
+        with open(log, "w", encoding="utf-8") as handle:
+            children.append(
+                subprocess.Popen(
+                    list(command),
+                    env={**env, **cluster_env},
+                    stdout=handle,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
+            )
+        logs.append(log)
+    return LocalWorkers(cluster, children, logs)
+
+
+def exit_with_parent(environ=os.environ, poll_s: float = 1.0) -> None:
+    """In a local worker: end this process when the process that started it ends."""
+    parent = environ.get(WORKER_PARENT)
+    if not parent:
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(parent):
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()

@@ -134,7 +134,9 @@ class TrainParams:
     shuffle_buffer: int = 20_000  # images shuffled together (whole shards; see gradguard.shards)
     epochs: int = 30  # upper bound; early stopping usually ends sooner
     patience: int = 5  # epochs without val_loss improvement before stopping
-    distribute: Literal["none", "mirrored"] = "none"  # tf.distribute.MirroredStrategy
+    # mirrored: tf.distribute.MirroredStrategy (one host); multihost: Keras's DataParallel on
+    # JAX over every process of a cluster (see gradguard.multihost)
+    distribute: Literal["none", "mirrored", "multihost"] = "none"
     mixed_precision: bool = False  # mixed_float16 compute with dynamic loss scaling
     on_explosion: Literal["none", "stop", "skip", "rollback"] = "none"  # reaction to a spike
     spike_window: int = 128  # gradient norms in the spike detector's rolling window

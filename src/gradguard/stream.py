@@ -39,6 +39,16 @@ class ShardSequence(keras.utils.PyDataset):
         epoch: the first epoch's number (a resumed run passes its own).
         labelled: yield `(x, y)`; else `(x,)` (for `predict`).
         workers: Keras's prefetching worker threads.
+        full_batches: every batch holds `batch_size` images: the last one is filled up
+            with its own first images again, weighted 0, and batches come as
+            `(x, y, sample_weight)`. Batch shapes then never change (one compiled
+            step), and a batch splits evenly across processes. Compile with a
+            loss whose reduction is `"mean_with_sample_weight"` so that the
+            repeats change nothing.
+        process, processes: with several processes (multi-host training), this
+            process's share of every batch: rows `process * batch_size // processes`
+            up to the next process's, of a `batch_size` divisible by `processes`.
+            Needs `full_batches`.
     """
 
     def __init__(
@@ -51,6 +61,9 @@ class ShardSequence(keras.utils.PyDataset):
         epoch: int = 0,
         labelled: bool = True,
         workers: int = 2,
+        full_batches: bool = False,
+        process: int = 0,
+        processes: int = 1,
     ):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=16)
         folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
@@ -68,7 +81,15 @@ class ShardSequence(keras.utils.PyDataset):
         self.images = sum(n for _, n in self.shards)
         if self.images == 0:
             raise DataError(f"{folders}: the shard sets hold no images")
+        if processes > 1 and not (full_batches and labelled):
+            raise ValueError("a batch splits across processes only with full_batches (labelled)")
+        if batch_size % processes or not 0 <= process < processes:
+            raise DataError(
+                f"batch size {batch_size} across {processes} processes (this one {process}): "
+                "expected a batch size divisible by the process count"
+            )
         self.batch_size = batch_size
+        self.full_batches, self.process, self.processes = full_batches, process, processes
         self.seed, self.buffer, self.epoch, self.labelled = seed, buffer, epoch, labelled
         self._order: tuple[int, np.ndarray, np.ndarray] | None = None
         self._cache: OrderedDict[int, tuple[np.ndarray, np.ndarray]] = OrderedDict()
@@ -127,13 +148,22 @@ class ShardSequence(keras.utils.PyDataset):
         shard_ids, rows = shard_ids[picked], rows[picked]
         if len(rows) == 0:
             raise IndexError(f"batch {batch} of {self.num_batches}")
+        weight = None
+        if self.full_batches:
+            filled = np.resize(np.arange(len(rows)), self.batch_size)  # repeats its first rows
+            weight = (np.arange(self.batch_size) < len(rows)).astype(np.float32)
+            share = self.batch_size // self.processes
+            mine = slice(self.process * share, (self.process + 1) * share)
+            shard_ids, rows, weight = shard_ids[filled][mine], rows[filled][mine], weight[mine]
         x = np.empty((len(rows), *self.image_shape), np.uint8)
         y = np.empty(len(rows), np.int32)
         for shard in dict.fromkeys(shard_ids.tolist()):  # each shard once, in order of use
             here = shard_ids == shard
             shard_x, shard_y = self._shard(shard)
             x[here], y[here] = shard_x[rows[here]], shard_y[rows[here]]
-        return (to_float(x), y) if self.labelled else (to_float(x),)
+        if not self.labelled:
+            return (to_float(x),)
+        return (to_float(x), y) if weight is None else (to_float(x), y, weight)
 
     def epoch_callback(self) -> keras.callbacks.Callback:
         """A callback that tells this sequence which epoch `fit` is in."""

@@ -40,19 +40,29 @@ def training_context(distribute: str, mixed_precision: bool):
     The global dtype policy is restored on exit; the model keeps the policy it
     was built with.
 
+    `distribute="multihost"` needs the distribution `gradguard.multihost.initialize`
+    set.
+
     Raises:
-        ValueError: `distribute="mirrored"` on a backend other than TensorFlow.
+        ValueError: `distribute="mirrored"` on a backend other than TensorFlow;
+            `"multihost"` without the JAX backend's distribution.
     """
-    if distribute != "none" and keras.backend.backend() != "tensorflow":
+    backend = keras.backend.backend()
+    if distribute == "mirrored" and backend != "tensorflow":
         raise ValueError(
-            f"train.distribute={distribute!r} needs the TensorFlow backend; "
-            f"this is {keras.backend.backend()!r}"
+            f"train.distribute={distribute!r} needs the TensorFlow backend; this is {backend!r}"
+        )
+    distributed = backend == "jax" and keras.distribution.distribution() is not None
+    if distribute == "multihost" and not distributed:
+        raise ValueError(
+            "train.distribute='multihost' needs the JAX backend and "
+            "gradguard.multihost.initialize() called first"
         )
     previous = keras.config.dtype_policy()
     if mixed_precision:
         keras.config.set_dtype_policy("mixed_float16")
     try:
-        if distribute == "none":
+        if distribute in ("none", "multihost"):  # multihost: Keras's global distribution
             yield
         else:
             from gradguard._tf_distribute import strategy_scope
@@ -129,7 +139,9 @@ def fit(
     Args:
         params: validated params.
         train, val: `(x, y)` arrays, or `gradguard.stream.ShardSequence`s (streamed;
-            the training one seeded, so that it shuffles).
+            the training one seeded, so that it shuffles). With
+            `train.distribute: multihost`, sequences of full batches (each
+            process's share), whose sample weights the loss and accuracy honour.
         checkpoint: where `ModelCheckpoint` keeps the best model by `val_loss`.
         resume: the resume state of this run (see `gradguard.resume`); the caller
             restores it (files) before and clears it after.
@@ -159,11 +171,14 @@ def fit(
                 params.init_scale,
                 params.seed,
             )
-            model.compile(
-                optimizer=build_optimizer(params),
-                loss="sparse_categorical_crossentropy",
-                metrics=["accuracy"],
-            )
+            if params.train.distribute == "multihost":  # full batches, repeats weighted 0
+                loss = keras.losses.SparseCategoricalCrossentropy(
+                    reduction="mean_with_sample_weight"
+                )
+                metrics = {"weighted_metrics": ["accuracy"]}
+            else:
+                loss, metrics = "sparse_categorical_crossentropy", {"metrics": ["accuracy"]}
+            model.compile(optimizer=build_optimizer(params), loss=loss, **metrics)
     best_weights = (
         load_model(checkpoint).get_weights() if saved and Path(checkpoint).is_file() else None
     )
