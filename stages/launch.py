@@ -78,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     except ClusterError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if "stages.native_log" in sys.modules:  # its filter thread would not survive the exec
+        from stages import native_log
+
+        native_log.uninstall()
     os.execvpe(command[0], command, env)
 
 

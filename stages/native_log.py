@@ -67,3 +67,15 @@ def install() -> None:
         thread.join(timeout=5)
 
     atexit.register(restore)
+    _installed.append(restore)
+
+
+_installed: list = []
+
+
+def uninstall() -> None:
+    """Give file descriptor 2 back as it was (e.g. before `os.exec*`, which ends the filter)."""
+    while _installed:
+        restore = _installed.pop()
+        atexit.unregister(restore)
+        restore()

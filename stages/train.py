@@ -79,48 +79,44 @@ def main(args, params) -> None:
         run_training(args, params)
         return
     multihost.use_jax_backend()  # before Keras is imported
-    multihost.exit_with_parent()  # a local worker ends with the process that started it
+    multihost.exit_with_parent()  # a local process ends with the one that started it
     local = os.environ.get(LOCAL_WORKERS, "1")
     if not local.isdigit() or int(local) < 1:
         raise multihost.ClusterError(f"{LOCAL_WORKERS}={local!r}: expected a process count >= 1")
+    in_cluster = any(os.environ.get(name) for name in multihost.ENV)
+    if not in_cluster and int(local) > 1:
+        supervise(args, int(local))
+        return
+    cluster = multihost.cluster_from_env() if in_cluster else None  # None: own devices only
     with tempfile.TemporaryDirectory(prefix="gradguard-train-") as scratch:
-        workers = None
-        if any(os.environ.get(name) for name in multihost.ENV):
-            cluster = multihost.cluster_from_env()
-        elif int(local) > 1:
-            command = [sys.executable, "-m", "stages.train", *args.argv]
-            workers = multihost.start_local_workers(command, int(local), scratch)
-            workers.watch(lambda *failure: stop_on_worker_failure(workers, args, *failure))
-            cluster = workers.cluster
-        else:
-            cluster = None  # one process: data-parallel over its own devices
         if cluster is not None and not cluster.chief:  # the chief alone writes the outputs
             args.model = str(Path(scratch) / "best.keras")
             args.live = str(Path(scratch) / "live")
             args.resume_dir = str(Path(scratch) / "resume")
-        try:
-            run_training(args, params, cluster)
-        except BaseException:
-            if workers is not None:
-                workers.stop()
-            raise
-        multihost.shutdown(cluster)  # before waiting for the workers, which wait for it
-        if workers is not None:
-            workers.join()
+        run_training(args, params, cluster)
+        multihost.shutdown(cluster)
 
 
-def stop_on_worker_failure(workers, args, process: int, status: int, last_lines: str) -> None:
-    """A local worker died: say so in one line (and its last lines), stop every process."""
-    cause = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
-    print(
-        f"error: train: process {process} of {workers.cluster.processes} ended ({cause}); "
-        f"the run stopped. Run it again to resume after the last epoch saved in "
-        f"{args.resume_dir}. Its last lines:\n{last_lines}",
-        file=sys.stderr,
-        flush=True,
-    )
-    workers.stop()
-    os._exit(1)
+def supervise(args, processes: int) -> None:
+    """Run the stage as `processes` local processes; one that dies stops them all.
+
+    Raises:
+        ClusterError: which process ended, how, and where the run resumes from.
+    """
+    command = [sys.executable, "-m", "stages.train", *args.argv]
+    with tempfile.TemporaryDirectory(prefix="gradguard-launch-") as logs:
+        local = multihost.start_local_cluster(command, processes, logs)
+        failures = local.wait()
+        if not failures:
+            return
+        process, status = failures[0]
+        cause = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
+        tail = local.last_lines(process)
+        raise multihost.ClusterError(
+            f"train: process {process} of {processes} ended ({cause}) and the others were "
+            f"stopped; run the stage again to resume after the last epoch saved in "
+            f"{args.resume_dir}" + (f". Its last lines:\n{tail}" if tail else "")
+        )
 
 
 def run_training(args, params, cluster: multihost.Cluster | None = None) -> None:

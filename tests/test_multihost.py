@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
-import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
-from gradguard.multihost import cluster_from_env
+from gradguard.multihost import cluster_from_env, free_port
+from stages import augment, prepare
 from tests.parallel_cases import MODES
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("jax")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def launch(tmp_path, processes: int, extra_env=None) -> list[dict]:
@@ -100,3 +97,109 @@ def test_the_cluster_comes_from_the_environment_or_one_clear_line():
         cluster_from_env({**env, "JAX_PROCESS_ID": "2"})
     cluster = cluster_from_env({**env, "JAX_PROCESS_ID": "1"})
     assert (cluster.processes, cluster.process, cluster.chief) == (2, 1, False)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """The default pipeline's prepared and augmented digits, and its params (multihost)."""
+    folder = tmp_path_factory.mktemp("digits")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["train"]["distribute"] = "multihost"
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    p, prepared = str(folder / "params.yaml"), str(folder / "prepared")
+    assert prepare.main_cli(["--params", p, "--raw", str(folder), "--out", prepared]) == 0
+    out = str(folder / "augmented")
+    assert augment.main_cli(["--params", p, "--prepared", prepared, "--out", out]) == 0
+    return folder, params
+
+
+def train_stage(digits, work: Path, epochs: int, workers: int | None, wait=True):
+    """The train stage in `work` (through `stages.launch --workers` if given)."""
+    data, params = digits
+    work.mkdir(exist_ok=True)
+    (work / "tmp").mkdir(exist_ok=True)
+    params = {**params, "train": {**params["train"], "epochs": epochs}}
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    stage = [sys.executable, "-m", "stages.train", "--params", str(work / "params.yaml")]
+    stage += ["--prepared", str(data / "prepared"), "--augmented", str(data / "augmented")]
+    stage += ["--model", str(work / "models" / "best.keras"), "--live", str(work / "live")]
+    stage += ["--resume-dir", str(work / "resume")]
+    launch = [sys.executable, "-m", "stages.launch", "--workers", str(workers), "--"]
+    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'src'}", TMPDIR=str(work / "tmp"))
+    child = subprocess.Popen(
+        (launch if workers else []) + stage,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    if not wait:
+        return child
+    out, err = child.communicate(timeout=900)
+    return child.returncode, out, err
+
+
+def first_epoch(live: Path) -> list[float]:
+    """Epoch 1's train and validation loss and accuracy, as DVCLive recorded them."""
+    values = []
+    for split in ("train", "val"):
+        for metric in ("loss", "accuracy"):
+            rows = (live / "plots" / "metrics" / split / f"{metric}.tsv").read_text().splitlines()
+            values.append(float(rows[1].split("\t")[-1]))
+    return values
+
+
+def files(folder: Path) -> list[str]:
+    return sorted(str(f.relative_to(folder)) for f in folder.rglob("*") if f.is_file())
+
+
+@pytest.mark.slow
+def test_the_train_stage_on_two_local_processes_matches_one(digits, tmp_path):
+    status, _, err_one = train_stage(digits, tmp_path / "one", 2, None)
+    assert status == 0, err_one[-3000:]
+    status, out, err = train_stage(digits, tmp_path / "two", 2, 2)
+    assert status == 0, err[-3000:]
+    assert err == "" and err_one == ""  # healthy: no error lines, no framework noise
+    assert "train: process 0 of 2" in out and out.count("train: finished after 2 epochs") == 1
+    one, two = tmp_path / "one", tmp_path / "two"
+    # The chief alone wrote the outputs, the same files as one process; the rest was temporary.
+    assert files(two / "models") == files(one / "models") == ["best.keras"]
+    assert files(two / "live") == files(one / "live")
+    assert not (two / "resume").exists() and files(two / "tmp") == []
+    # One global batch of 64 split 32 + 32: the first epoch's figures agree with one process.
+    np.testing.assert_allclose(first_epoch(two / "live"), first_epoch(one / "live"), rtol=2e-3)
+    summary = json.loads((two / "live" / "metrics.json").read_text())["run"]
+    assert summary["epochs"] == 2 and summary["skipped_steps"] == 0 and not summary["diverged"]
+
+
+def saved_epoch(resume: Path) -> int:
+    states = list(resume.glob("*/state.json"))
+    return json.loads(states[0].read_text())["epoch"] if states else -1
+
+
+@pytest.mark.slow
+def test_a_killed_worker_stops_the_run_with_one_line_and_the_next_run_resumes(digits, tmp_path):
+    work = tmp_path / "run"
+    launched = train_stage(digits, work, 4, 2, wait=False)
+    deadline = time.monotonic() + 600
+    while saved_epoch(work / "resume") < 0 and launched.poll() is None:
+        assert time.monotonic() < deadline, "no epoch saved in 10 minutes"
+        time.sleep(0.5)
+    # The launched stage supervises processes 0 and 1 (started in that order): kill 1.
+    started = subprocess.run(["pgrep", "-P", str(launched.pid)], capture_output=True, text=True)
+    subprocess.run(["kill", "-9", sorted(started.stdout.split(), key=int)[-1]], check=True)
+    out, err = launched.communicate(timeout=300)
+    assert launched.returncode == 2, err
+    error = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(error) == 1, err
+    first = error[0]
+    assert first.startswith("error: train: process 1 of 2 ended (killed by signal 9)"), err
+    kept = saved_epoch(work / "resume")
+    assert kept >= 0 and str(work / "resume") in first
+    status, out, err = train_stage(digits, work, 4, 2)
+    assert status == 0, err[-3000:]
+    assert f"train: resuming after epoch {kept + 1}" in out
+    summary = json.loads((work / "live" / "metrics.json").read_text())["run"]
+    assert summary["resumed_from_epoch"] == kept + 1 and summary["epochs"] == 4
+    assert not (work / "resume").exists()

@@ -30,7 +30,7 @@ import sys
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,69 +193,81 @@ def free_port(host: str = "127.0.0.1") -> int:
         return probe.getsockname()[1]
 
 
-WORKER_PARENT = "GRADGUARD_WORKER_PARENT"  # a local worker's launcher, which it watches
+WORKER_PARENT = "GRADGUARD_WORKER_PARENT"  # a local process's launcher, which it watches
 
 
 @dataclass
-class LocalWorkers:
-    """Processes 1 .. N-1 of a cluster on this host; this process is process 0."""
+class LocalCluster:
+    """Every process of a cluster on this host, started and watched by this process.
+
+    The watcher takes part in no collective, so it sees a process die however
+    the others react (JAX aborts them, or they wait on the dead one).
+    """
 
     cluster: Cluster
     children: list[subprocess.Popen]
-    logs: list[Path]
+    logs: list[Path | None]
 
-    def watch(self, on_failure: Callable[[int, int, str], None]) -> None:
-        """Call `on_failure(process, status, last_lines)` (in a thread) if a worker fails."""
+    def wait(self) -> list[tuple[int, int]]:
+        """Wait for every process; at the first failure, kill the others.
 
-        def wait(process: int, child: subprocess.Popen) -> None:
-            status = child.wait()
-            if status != 0:
-                tail = self.logs[process - 1].read_text(errors="replace").splitlines()[-5:]
-                on_failure(process, status, "\n".join(tail))
+        Returns:
+            `(process, exit status)` of each process that failed, in the order
+            they ended (a negative status: killed by that signal), so the first
+            is the cause and the others the consequence.
+        """
+        pending = {child.pid: process for process, child in enumerate(self.children)}
+        failures = []
+        while pending:
+            pid, status = os.wait()  # whichever ends first, unlike Popen.wait
+            if pid not in pending:
+                continue
+            process = pending.pop(pid)
+            code = self.children[process].returncode = os.waitstatus_to_exitcode(status)
+            if code != 0:
+                failures.append((process, code))
+                for child in self.children:
+                    if child.pid in pending:
+                        child.kill()
+        return failures
 
-        for process, child in enumerate(self.children, start=1):
-            threading.Thread(target=wait, args=(process, child), daemon=True).start()
-
-    def stop(self) -> None:
-        for child in self.children:
-            if child.poll() is None:
-                child.kill()
-
-    def join(self, timeout: float | None = None) -> list[int]:
-        """The workers' exit statuses, once they have all ended."""
-        return [child.wait(timeout) for child in self.children]
+    def last_lines(self, process: int, count: int = 5) -> str:
+        """The end of a process's output (empty for one that writes to this process's)."""
+        log = self.logs[process]
+        if log is None or not log.is_file():
+            return ""
+        return "\n".join(log.read_text(errors="replace").splitlines()[-count:])
 
 
-def start_local_workers(
+def start_local_cluster(
     command: Sequence[str], processes: int, log_folder: str | os.PathLike, env=os.environ
-) -> LocalWorkers:
-    """Start processes 1 .. `processes`-1 of `command` on this host, on a free local port.
+) -> LocalCluster:
+    """Start `processes` processes of `command` on this host as one cluster, on a free port.
 
     Each runs with the JAX cluster variables set and `GRADGUARD_WORKER_PARENT`
-    naming this process, and writes its output to `<log_folder>/process-<i>.log`.
+    naming this process (see `exit_with_parent`). Process 0 writes to this
+    process's standard output and error; the others to
+    `<log_folder>/process-<i>.log`.
     """
     cluster = Cluster(f"127.0.0.1:{free_port()}", processes, 0)
     children, logs = [], []
-    for process in range(1, processes):
-        log = Path(log_folder) / f"process-{process}.log"
+    for process in range(processes):
         cluster_env = {
             ENV[0]: cluster.coordinator,
             ENV[1]: str(processes),
             ENV[2]: str(process),
             WORKER_PARENT: str(os.getpid()),
         }
-        with open(log, "w", encoding="utf-8") as handle:
+        log = Path(log_folder) / f"process-{process}.log" if process else None
+        with open(log or os.devnull, "w", encoding="utf-8") as handle:
+            output = {"stdout": handle, "stderr": subprocess.STDOUT} if log else {}
             children.append(
                 subprocess.Popen(
-                    list(command),
-                    env={**env, **cluster_env},
-                    stdout=handle,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
+                    list(command), env={**env, **cluster_env}, stdin=subprocess.DEVNULL, **output
                 )
             )
         logs.append(log)
-    return LocalWorkers(cluster, children, logs)
+    return LocalCluster(cluster, children, logs)
 
 
 def exit_with_parent(environ=os.environ, poll_s: float = 1.0) -> None:
