@@ -172,6 +172,9 @@ def run_training(args, params, cluster: multihost.Cluster | None = None) -> None
             on_step_log=lambda rows: append_step_log(args.live, rows),
             verbose=2 if chief else 0,
         )
+        if processes > 1:  # replicated state must be the same everywhere
+            digest = [float(np.sum(np.asarray(w, np.float64))) for w in model.weights]
+            multihost.check_agreement(digest, "weights")
         if Path(args.model).is_file():  # ModelCheckpoint's: dated, so make it reproducible
             canonicalise_model_file(args.model)
         else:  # no finite val_loss ever: keep what there is

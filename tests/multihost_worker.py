@@ -20,11 +20,35 @@ from tests.parallel_cases import GLOBAL_BATCH, MODES
 
 
 def data():
-    """The shared data, with a NaN in process 1's rows when MULTIHOST_NAN is set."""
+    """The shared data, with a NaN (MULTIHOST_NAN) or float16 overflow (MULTIHOST_OVERFLOW)
+    in process 1's rows of the second global batch only."""
     x, y = parallel_cases.data()
     if os.environ.get("MULTIHOST_NAN"):
         x[13] = np.nan  # the second global batch's 6th row: process 1's half only
+    if os.environ.get("MULTIHOST_OVERFLOW"):
+        # Targets whose loss gradient, times any loss scale >= 1, is beyond float16 (65504).
+        y[12:16] = 3e4
     return x, y
+
+
+def overflow_run(keras, x, y, batch) -> dict:
+    """Mixed float16 with the guarded loss scale (initial 1024), Adam, global-norm clipping."""
+    from gradguard import GradientGuard
+    from gradguard.callbacks import read_stats
+    from gradguard.loss_scale import GuardedLossScaleOptimizer
+
+    keras.utils.set_random_seed(1)
+    keras.config.set_dtype_policy("mixed_float16")
+    model = parallel_cases.mlp()
+    guard = GradientGuard(keras.optimizers.Adam(0.01), mode="global_norm", clip_norm=1.0)
+    scaler = GuardedLossScaleOptimizer(guard, initial_scale=1024.0)
+    model.compile(optimizer=scaler, loss="mse")
+    model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0)
+    results = {f"overflow/w{i}": np.asarray(w.value) for i, w in enumerate(model.weights)}
+    results["overflow/scale"] = np.asarray(scaler.dynamic_scale.value)
+    results["overflow/applied"] = np.asarray(guard.iterations.value)
+    results["overflow/skipped_steps"] = np.asarray(read_stats(guard)["skipped_steps"])
+    return results
 
 
 def main(out: str) -> None:
@@ -48,6 +72,9 @@ def main(out: str) -> None:
         x, y, batch = x[rows], y[rows], share
     else:
         batch = GLOBAL_BATCH
+    if os.environ.get("MULTIHOST_OVERFLOW"):
+        np.savez(out, **overflow_run(keras, x, y, batch))
+        return
     results = {}
     for mode, knobs in MODES.items():
         keras.utils.set_random_seed(1)
@@ -60,6 +87,14 @@ def main(out: str) -> None:
         stats = read_stats(guard)
         for key in ("pre_clip_norm", "clipped_steps", "skipped_steps"):
             results[f"{mode}/{key}"] = np.asarray(stats[key])
+    if cluster:  # the agreement check: silent on equal weights, loud on a process's own id
+        from gradguard.multihost import ClusterError, check_agreement
+
+        check_agreement([results[key].sum() for key in sorted(results)], "results")
+        try:
+            check_agreement([0.0, cluster.process], "ids")
+        except ClusterError as error:
+            results["agreement/error"] = np.array(str(error))
     np.savez(out, **results)
 
 

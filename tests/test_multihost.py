@@ -74,6 +74,8 @@ def test_two_processes_match_one_for_every_mode(tmp_path):
             np.testing.assert_allclose(first[f"{mode}/{stat}"], one[f"{mode}/{stat}"], rtol=1e-5)
         if mode not in ("none", "autoclip"):
             assert one[f"{mode}/clipped_steps"] > 0  # the comparison exercised clipping
+    for result in (first, second):
+        assert str(result["agreement/error"]) == "processes [1] hold other ids than process 0"
 
 
 def test_a_nan_in_one_process_rows_is_skipped_by_both(tmp_path):
@@ -87,6 +89,20 @@ def test_a_nan_in_one_process_rows_is_skipped_by_both(tmp_path):
             key = f"global_norm/w{i}"
             assert np.isfinite(result[key]).all()
             np.testing.assert_allclose(result[key], one[key], atol=1e-5)
+
+
+def test_a_float16_overflow_in_one_process_rows_lowers_the_loss_scale_on_both(tmp_path):
+    overflow = {"MULTIHOST_OVERFLOW": "1"}  # rows 12-15: process 1's half of batch 2 only
+    (one,) = launch(tmp_path, 1, overflow)
+    assert (one["overflow/scale"], one["overflow/applied"]) == (512.0, 3)  # as tf.distribute's
+    assert one["overflow/skipped_steps"] == 0  # the scaler skipped the step, not the guard
+    for result in launch(tmp_path, 2, overflow):
+        assert (result["overflow/scale"], result["overflow/applied"]) == (512.0, 3)
+        assert result["overflow/skipped_steps"] == 0
+        for i in range(4):
+            key = f"overflow/w{i}"
+            assert np.isfinite(result[key]).all()
+            np.testing.assert_allclose(result[key], one[key], atol=1e-4)  # float16 compute
 
 
 def test_the_cluster_comes_from_the_environment_or_one_clear_line():

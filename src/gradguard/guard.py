@@ -291,6 +291,11 @@ class GradientGuard(keras.optimizers.Optimizer):
                 "GradientGuard must be built before stateless_apply; call "
                 "optimizer.build(trainable_variables)"
             )
+        # Keras's LossScaleOptimizer hands over the variables themselves, inside a
+        # StatelessScope that maps them to values; JAX no longer takes variables as arrays.
+        optimizer_variables = [
+            v.value if isinstance(v, keras.Variable) else v for v in optimizer_variables
+        ]
         n_own = len(self._variables)
         own, inner = list(optimizer_variables[:n_own]), list(optimizer_variables[n_own:])
         index = {id(v): i for i, v in enumerate(self._variables)}

@@ -155,6 +155,25 @@ def shutdown(cluster: Cluster | None) -> None:
         jax.distributed.shutdown()
 
 
+def check_agreement(values, what: str) -> None:
+    """Raise unless every process holds the same `values` (e.g. a digest of the weights).
+
+    Under SPMD every process must hold identical replicated state; a process that
+    started from other weights (a resume state that did not reach it) would train
+    on silently. Every process must call this.
+
+    Raises:
+        ClusterError: naming the processes whose values differ from process 0's.
+    """
+    from jax.experimental import multihost_utils
+
+    local = np.asarray(values, np.float64).ravel()
+    gathered = np.asarray(multihost_utils.process_allgather(local)).reshape(-1, local.size)
+    differ = [p for p in range(1, len(gathered)) if not np.array_equal(gathered[p], gathered[0])]
+    if differ:
+        raise ClusterError(f"processes {differ} hold other {what} than process 0")
+
+
 def broadcast_folder(folder: str | os.PathLike, *, source: bool) -> None:
     """Give every process process 0's copy of `folder` (e.g. a resume state).
 
