@@ -49,8 +49,10 @@ def environment(args, environ=os.environ) -> dict[str, str]:
             raise ClusterError(f"--workers {args.workers}: expected a process count >= 1")
         env[LOCAL_WORKERS] = str(args.workers)
         return env
+    if args.processes is None or args.process is None:
+        raise ClusterError("--coordinator needs --processes (in all) and --process (this one's id)")
     cluster = {ENV[0]: args.coordinator, ENV[1]: str(args.processes), ENV[2]: str(args.process)}
-    cluster_from_env({k: v or "" for k, v in cluster.items()})  # checks it, one line if wrong
+    cluster_from_env(cluster)  # checks it, one line if wrong
     return env | cluster
 
 
