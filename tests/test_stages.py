@@ -228,3 +228,18 @@ def test_colour_images_stay_rgb_through_every_stage(tmp_path):
     params_file.write_text(yaml.safe_dump(params))
     grey_scores = run_pipeline(grey, params_file, raw=tmp_path)
     assert grey_scores["baseline_accuracy"] < 0.7  # chance is 1/3: grey loses the classes
+
+
+@tensorflow_only
+def test_multihost_in_a_process_already_on_tensorflow_is_one_line(tmp_path, capsys):
+    params = {**TINY_PARAMS, "train": {**TINY_PARAMS["train"], "distribute": "multihost"}}
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params))
+    paths = ["--prepared", "p", "--augmented", "a", "--model", "m", "--live", "l"]
+    status = train.main_cli(["--params", str(params_file), *paths, "--resume-dir", "r"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err == (
+        "error: multi-host training runs on Keras's JAX backend; this is 'tensorflow' "
+        "(unset KERAS_BACKEND or set it to jax)\n"
+    )
