@@ -1,6 +1,9 @@
 """train: fit the guarded CNN, streaming the training split and its augmented copies.
 
-Writes the best model, DVCLive curves and the resume state.
+Writes the best model, DVCLive curves and the resume state. With `train.distribute:
+multihost` it is one process of a JAX cluster (the JAX_* variables), or, started with
+`GRADGUARD_LOCAL_WORKERS=N` (`python -m stages.launch --workers N`) and no cluster, the
+supervisor of N local processes; process 0 alone writes the outputs.
 """
 
 from __future__ import annotations
