@@ -85,6 +85,10 @@ def use_jax_backend() -> None:
         ClusterError: Keras is already loaded on another backend, or
             KERAS_BACKEND names another one.
     """
+    import importlib.util
+
+    if importlib.util.find_spec("jax") is None:
+        raise ClusterError("multi-host training needs JAX, which is not installed (`uv sync`)")
     if "keras" in sys.modules:
         import keras
 
