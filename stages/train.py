@@ -90,9 +90,9 @@ def main(args, params) -> None:
     if not in_cluster and int(local) > 1:
         supervise(args, int(local))
         return
-    cluster = multihost.cluster_from_env() if in_cluster else None  # None: own devices only
+    cluster = multihost.cluster_from_env() if in_cluster else multihost.ALONE
     with tempfile.TemporaryDirectory(prefix="gradguard-train-") as scratch:
-        if cluster is not None and not cluster.chief:  # the chief alone writes the outputs
+        if not cluster.chief:  # the chief alone writes the outputs
             args.model = str(Path(scratch) / "best.keras")
             args.live = str(Path(scratch) / "live")
             args.resume_dir = str(Path(scratch) / "resume")
@@ -122,12 +122,11 @@ def supervise(args, processes: int) -> None:
         )
 
 
-def run_training(args, params, cluster: multihost.Cluster | None = None) -> None:
+def run_training(args, params, cluster: multihost.Cluster = multihost.ALONE) -> None:
     distributed = params.train.distribute == "multihost"
     if distributed:
         multihost.initialize(cluster)
-    chief = cluster is None or cluster.chief
-    processes = cluster.processes if cluster is not None else 1
+    chief, processes = cluster.chief, cluster.processes
     from dvclive import Live
 
     from gradguard.callbacks import EpochMetricsLogger, Progress
@@ -141,9 +140,7 @@ def run_training(args, params, cluster: multihost.Cluster | None = None) -> None
     train_sets = [Path(args.prepared) / "train", Path(args.augmented)]
     val_set = Path(args.prepared) / "val"
     knobs = params.train
-    share = {"full_batches": distributed, "processes": processes, "process": 0}
-    if cluster is not None:
-        share["process"] = cluster.process
+    share = {"full_batches": distributed, "processes": processes, "process": cluster.process}
     train = ShardSequence(
         train_sets, knobs.batch_size, seed=params.seed, buffer=knobs.shuffle_buffer, **share
     )

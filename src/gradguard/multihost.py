@@ -15,7 +15,7 @@ The cluster is read from the environment JAX documents for
     JAX_PROCESS_ID            this process's number, 0 .. JAX_NUM_PROCESSES - 1
 
 On CPU the collectives go through Gloo, which needs nothing installed.
-Without these variables, `initialize(None)` trains data-parallel over this
+Without these variables, `initialize()` (`ALONE`) trains data-parallel over this
 process's own devices (several GPUs of one host).
 """
 
@@ -53,6 +53,9 @@ class Cluster:
     def chief(self) -> bool:
         """Process 0 writes the outputs; the others write to temporary folders."""
         return self.process == 0
+
+
+ALONE = Cluster(coordinator="", processes=1, process=0)  # one process: no cluster to join
 
 
 def cluster_from_env(environ=os.environ) -> Cluster:
@@ -102,7 +105,7 @@ def use_jax_backend() -> None:
         )
 
 
-def initialize(cluster: Cluster | None):
+def initialize(cluster: Cluster = ALONE):
     """Make Keras train data-parallel over every process's devices.
 
     Call before building the model. With a cluster, first join it: each process
@@ -118,7 +121,7 @@ def initialize(cluster: Cluster | None):
     import jax
     import keras
 
-    if cluster is not None and cluster.processes > 1:
+    if cluster.processes > 1:
         # CPU devices' collectives (GPUs use NCCL whatever this says). Asking JAX for its
         # backend first would start it, which must wait for initialize().
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -151,9 +154,9 @@ def _stdout_to_stderr():
         os.close(saved)
 
 
-def shutdown(cluster: Cluster | None) -> None:
+def shutdown(cluster: Cluster) -> None:
     """Leave the cluster: a barrier every process must reach (JAX would at exit)."""
-    if cluster is not None and cluster.processes > 1:
+    if cluster.processes > 1:
         import jax
 
         jax.distributed.shutdown()
