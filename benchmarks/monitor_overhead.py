@@ -28,29 +28,26 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the stages package
 
 import keras
 import numpy as np
 
 from gradguard import GradientGuard
-from gradguard.callbacks import DivergenceMonitor, GradientStatsLogger, read_stats
-from gradguard.models import build_cnn
 from gradguard.params import ModelParams
-from gradguard.recovery import ExplosionRecovery
-from stages.train import append_step_log
+from gradguard.training.callbacks import DivergenceMonitor, GradientStatsLogger, read_stats
+from gradguard.training.live import LiveFolder, append_step_log
+from gradguard.training.models import build_cnn
+from gradguard.training.recovery import ExplosionRecovery
 
 REFERENCE = "no callbacks"
 
 
 def logger(guard, folder):
-    return GradientStatsLogger(guard, lambda rows: append_step_log(folder, rows))
+    return GradientStatsLogger(guard, lambda rows: append_step_log(LiveFolder(folder), rows))
 
 
 VARIANTS = {

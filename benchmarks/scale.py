@@ -171,10 +171,10 @@ def input_pipeline(work: Path, knobs: argparse.Namespace) -> tuple[float, float]
     """Median epoch time streamed from shards and from in-memory arrays (same model)."""
     import keras
 
-    from gradguard.models import build_cnn
+    from gradguard.data.shards import iter_shards, read_index, to_float
+    from gradguard.data.stream import ShardSequence
     from gradguard.params import ModelParams
-    from gradguard.shards import iter_shards, read_index, to_float
-    from gradguard.stream import ShardSequence
+    from gradguard.training.models import build_cnn
 
     folder = work / "prepared" / "train"
     keep, xs, ys = [], [], []
@@ -213,7 +213,7 @@ def decode_rates(work: Path, files: int, side: int, repeats: int) -> tuple[float
     """Median images/s of the folder loader (side x side JPEGs to 64x64x3): 1 worker, all cores."""
     from PIL import Image
 
-    from gradguard.data import decode_workers, load_folder
+    from gradguard.data.sources import decode_workers, load_folder
 
     root = work / f"folder{side}"
     for label in range(10):

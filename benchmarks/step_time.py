@@ -21,8 +21,8 @@ import keras
 import numpy as np
 
 from gradguard import GradientGuard
-from gradguard.models import build_cnn
 from gradguard.params import ModelParams
+from gradguard.training.models import build_cnn
 
 VARIANTS = {
     "adam, no clipping": lambda: keras.optimizers.Adam(1e-3),

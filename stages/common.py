@@ -6,9 +6,8 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from gradguard.data import DataError
-from gradguard.multihost import ClusterError
-from gradguard.params import Params, ParamsError, load_params
+from gradguard.errors import INPUT_ERRORS
+from gradguard.params import Params, load_params
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -28,7 +27,7 @@ def run(
     try:
         params = load_params(args.params)
         main(args, params)
-    except (ParamsError, DataError, ClusterError) as error:
+    except INPUT_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0

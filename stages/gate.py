@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from gradguard.gate import GateUsageError, check, markdown, parse_rules
+from gradguard.evaluation.gate import GateUsageError, check, markdown, parse_rules
 from gradguard.io import atomic_path
 
 

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import yaml
 
-from gradguard.multihost import ENV, ClusterError, cluster_from_env
-from stages.train import LOCAL_WORKERS
+from gradguard.errors import ClusterError
+from gradguard.training.local import LOCAL_WORKERS
+from gradguard.training.multihost import ENV, cluster_from_env
 
 
 def train_command(dvc_yaml: str | os.PathLike = "dvc.yaml") -> list[str]:

@@ -43,6 +43,14 @@ def tiny_params_file(tmp_path):
 
 
 @pytest.fixture
+def small_shards(monkeypatch):
+    """Shards of 10 images of 2x2x1 (40 bytes of pixels each)."""
+    from gradguard.data import shards
+
+    monkeypatch.setattr(shards, "SHARD_BYTES", 40)
+
+
+@pytest.fixture
 def tensor():
     """Float32 tensor from a list."""
     return lambda values: keras.ops.convert_to_tensor(np.asarray(values, "float32"))

@@ -14,7 +14,7 @@ os.environ["KERAS_BACKEND"] = "jax"
 
 import numpy as np
 
-from gradguard.multihost import cluster_from_env, initialize
+from gradguard.training.multihost import cluster_from_env, initialize
 from tests import parallel_cases
 from tests.parallel_cases import GLOBAL_BATCH, MODES
 
@@ -34,8 +34,8 @@ def data():
 def overflow_run(keras, x, y, batch) -> dict:
     """Mixed float16 with the guarded loss scale (initial 1024), Adam, global-norm clipping."""
     from gradguard import GradientGuard
-    from gradguard.callbacks import read_stats
     from gradguard.loss_scale import GuardedLossScaleOptimizer
+    from gradguard.training.callbacks import read_stats
 
     keras.utils.set_random_seed(1)
     keras.config.set_dtype_policy("mixed_float16")
@@ -58,7 +58,7 @@ def main(out: str) -> None:
     import keras
 
     from gradguard import GradientGuard
-    from gradguard.callbacks import read_stats
+    from gradguard.training.callbacks import read_stats
 
     x, y = data()
     if cluster:  # this process's rows of every global batch
@@ -88,7 +88,8 @@ def main(out: str) -> None:
         for key in ("pre_clip_norm", "clipped_steps", "skipped_steps"):
             results[f"{mode}/{key}"] = np.asarray(stats[key])
     if cluster:  # the agreement check: silent on equal weights, loud on a process's own id
-        from gradguard.multihost import ClusterError, check_agreement
+        from gradguard.errors import ClusterError
+        from gradguard.training.multihost import check_agreement
 
         check_agreement([results[key].sum() for key in sorted(results)], "results")
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gradguard.augment import augment
+from gradguard.data.augment import augment
 from gradguard.params import AugmentParams
 
 

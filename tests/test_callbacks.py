@@ -9,7 +9,7 @@ import numpy as np
 from pytest import approx
 
 from gradguard import GradientGuard
-from gradguard.callbacks import DivergenceMonitor, GradientStatsLogger
+from gradguard.training.callbacks import DivergenceMonitor, GradientStatsLogger
 
 
 def tiny_fit(guard, x, y, epochs=2, on_step_log=None):

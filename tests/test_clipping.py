@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from keras import ops
 
-from gradguard import clipping
-from gradguard.clipping import AutoClipState, ZScoreState
+from gradguard.functional import clipping
+from gradguard.functional.clipping import AutoClipState, ZScoreState
 
 
 def numpy(values):

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gradguard.data import DataError, check_labels, load_source, normalise_images, split
+from gradguard.data.sources import check_labels, load_source, normalise_images, split
+from gradguard.errors import DataError
 from gradguard.io import fingerprint
 from gradguard.params import DataParams
 
@@ -66,7 +67,7 @@ def test_grey_becomes_three_equal_channels_and_floats_round_to_bytes(tmp_path):
 
 
 def test_a_large_npz_is_read_in_chunks_with_the_same_result(tmp_path):
-    from gradguard.data import CHUNK
+    from gradguard.data.sources import CHUNK
 
     rng = np.random.default_rng(0)
     n = 2 * CHUNK + 5  # three chunks, the last short
@@ -126,7 +127,7 @@ def test_image_folder_source_reads_one_class_per_subfolder(tmp_path):
 
 
 def test_a_folder_decodes_in_parallel_to_the_same_bytes_as_one_process(tmp_path):
-    from gradguard.data import load_folder
+    from gradguard.data.sources import load_folder
 
     rng = np.random.default_rng(1)
     for label in ("a", "b"):
@@ -143,7 +144,7 @@ def test_a_folder_decodes_in_parallel_to_the_same_bytes_as_one_process(tmp_path)
     # `prepare` loads no framework, so there the workers are forked and share the output
     # buffer; this process has TensorFlow loaded (it spawns), so run that path in a fresh one.
     code = (
-        "import sys; import numpy as np; from gradguard.data import load_folder; "
+        "import sys; import numpy as np; from gradguard.data.sources import load_folder; "
         "x, y = load_folder(sys.argv[1], 5, channels=3, workers=2); "
         "assert 'tensorflow' not in sys.modules; np.save(sys.argv[2], x)"
     )

@@ -7,8 +7,8 @@ import math
 import pytest
 from keras import ops
 
-from gradguard import detection
-from gradguard.detection import SpikeState
+from gradguard.functional import detection
+from gradguard.functional.detection import SpikeState
 
 
 def spikes(norms, window=4, sigma=2.0, warmup_factor=None):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gradguard import GradientGuard
-from gradguard.callbacks import read_stats
+from gradguard.training.callbacks import read_stats
 from tests.conftest import tensorflow_only
 from tests.parallel_cases import GLOBAL_BATCH, MODES, data, mlp
 

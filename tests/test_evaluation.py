@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gradguard import evaluation
-from gradguard.evaluation import KernelBaseline, baseline_accuracy, classification_metrics
+from gradguard.evaluation import scores as evaluation
+from gradguard.evaluation.scores import KernelBaseline, baseline_accuracy, classification_metrics
 
 
 def blobs(n=120, seed=0):

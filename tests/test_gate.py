@@ -11,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from gradguard.gate import GateUsageError, Rule, check, judge, markdown, parse_rules
+from gradguard.evaluation.gate import GateUsageError, Rule, check, check_rule, markdown, parse_rules
 from stages import gate as gate_stage
 
 ACCURACY = Rule("m.json:accuracy", "higher", abs_tol=0.005)
@@ -32,37 +32,37 @@ def diff(**metrics):
     ],
 )
 def test_absolute_tolerance_on_a_higher_is_better_metric(old, new, ok):
-    assert judge(ACCURACY, old, new).ok is ok
+    assert check_rule(ACCURACY, old, new).ok is ok
 
 
 def test_relative_tolerance_on_a_lower_is_better_metric():
     rule = Rule("m.json:grad", "lower", rel_tol=9.0)  # may grow up to 10x
-    assert judge(rule, 2.0, 20.0).ok
-    assert not judge(rule, 2.0, 20.1).ok
-    assert judge(rule, 2.0, 0.5).ok
-    assert "may not grow beyond 10x" in judge(rule, 2.0, 30.0).reason
+    assert check_rule(rule, 2.0, 20.0).ok
+    assert not check_rule(rule, 2.0, 20.1).ok
+    assert check_rule(rule, 2.0, 0.5).ok
+    assert "may not grow beyond 10x" in check_rule(rule, 2.0, 30.0).reason
 
 
 def test_relative_versus_absolute_on_the_same_numbers():
     # accuracy 0.80 -> 0.79: worse by 0.01 = 1.25 % of 0.80.
-    assert not judge(Rule("m.json:a", "higher", abs_tol=0.005), 0.80, 0.79).ok
-    assert judge(Rule("m.json:a", "higher", rel_tol=0.02), 0.80, 0.79).ok
-    assert not judge(Rule("m.json:a", "higher", rel_tol=0.01), 0.80, 0.79).ok
+    assert not check_rule(Rule("m.json:a", "higher", abs_tol=0.005), 0.80, 0.79).ok
+    assert check_rule(Rule("m.json:a", "higher", rel_tol=0.02), 0.80, 0.79).ok
+    assert not check_rule(Rule("m.json:a", "higher", rel_tol=0.01), 0.80, 0.79).ok
 
 
 def test_nan_always_fails_even_where_the_direction_would_not_care():
-    assert not judge(ACCURACY, 0.9, math.nan).ok
-    assert not judge(ACCURACY, math.nan, 0.9).ok
-    assert not judge(Rule("m.json:loss", "lower", rel_tol=100.0), 0.1, math.nan).ok
-    assert not judge(Rule("m.json:loss", "lower", abs_tol=1.0), 0.1, math.inf).ok
+    assert not check_rule(ACCURACY, 0.9, math.nan).ok
+    assert not check_rule(ACCURACY, math.nan, 0.9).ok
+    assert not check_rule(Rule("m.json:loss", "lower", rel_tol=100.0), 0.1, math.nan).ok
+    assert not check_rule(Rule("m.json:loss", "lower", abs_tol=1.0), 0.1, math.inf).ok
 
 
 def test_equal_rules_with_and_without_expect():
     stay_false = Rule("m.json:diverged", "equal", expect=False)
-    assert judge(stay_false, False, False).ok
-    assert not judge(stay_false, False, True).ok
-    assert not judge(stay_false, True, True).ok  # expect wins over the baseline
-    assert judge(Rule("m.json:n", "equal"), 270, 270).ok
+    assert check_rule(stay_false, False, False).ok
+    assert not check_rule(stay_false, False, True).ok
+    assert not check_rule(stay_false, True, True).ok  # expect wins over the baseline
+    assert check_rule(Rule("m.json:n", "equal"), 270, 270).ok
 
 
 def test_missing_and_non_numeric_metrics_are_usage_errors():

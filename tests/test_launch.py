@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gradguard.multihost import ClusterError
+from gradguard.errors import ClusterError
 from stages import launch
 
 ROOT = Path(__file__).resolve().parents[1]

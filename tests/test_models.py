@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from gradguard import GradientGuard
-from gradguard.models import (
+from gradguard.params import ModelParams, parse_params
+from gradguard.training.models import (
     build_cnn,
     build_initializer,
     build_optimizer,
@@ -19,7 +20,6 @@ from gradguard.models import (
     load_model,
     save_model,
 )
-from gradguard.params import ModelParams, parse_params
 
 
 @pytest.mark.parametrize(
@@ -124,7 +124,7 @@ def test_two_saves_of_the_same_model_are_byte_identical(tmp_path):
 
 def test_mixed_precision_wraps_the_guard_in_the_cross_replica_loss_scaler(tmp_path):
     from gradguard.loss_scale import GuardedLossScaleOptimizer
-    from gradguard.models import load_model
+    from gradguard.training.models import load_model
 
     params = parse_params({"clip_norm": 1.0, "train": {"mixed_precision": True}})
     scaler = build_optimizer(params)

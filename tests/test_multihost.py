@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
-from gradguard.multihost import cluster_from_env, free_port
+from gradguard.training.local import free_port
+from gradguard.training.multihost import cluster_from_env
 from stages import augment, prepare
 from tests.parallel_cases import MODES
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gradguard.params import Params, ParamsError, load_params, parse_params
+from gradguard.errors import ParamsError
+from gradguard.params import Params, load_params, parse_params
 
 
 def test_defaults_are_valid_and_clip_mode_resolves_from_bounds():

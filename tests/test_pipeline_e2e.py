@@ -100,6 +100,33 @@ def test_a_healthy_repro_prints_no_framework_noise_and_one_summary_per_stage(rep
         assert re.search(rf"^{stage}: .*$", output, re.MULTILINE), stage
 
 
+def test_the_trained_model_predicts_in_a_users_own_script(repo):
+    # A fresh process, as a user's script: the README's lines, on the pipeline's own model.
+    script = """
+import sys
+import gradguard
+assert "keras" not in sys.modules  # the package itself loads no framework
+model = gradguard.load_model("models/best.keras")  # safe_mode=True
+_, size, _, channels = model.input_shape
+x = gradguard.load_images(sys.argv[1], size, channels)
+print(x.shape, model.predict(x, verbose=0).argmax(axis=1).tolist())
+"""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    folder = repo.parent / "my-images"
+    folder.mkdir(exist_ok=True)
+    for i in range(4):
+        image = Image.fromarray((digits.images[i] * 15).astype("uint8"))
+        image.save(folder / f"{i}.png")
+    out = sh(sys.executable, "-c", script, str(folder), cwd=repo)
+    size = TINY_PARAMS["data"]["image_size"]
+    shape, labels = out.strip().rsplit(" [", 1)
+    assert shape == f"(4, {size}, {size}, 1)"
+    assert len(json.loads("[" + labels)) == 4
+
+
 def test_repro_f_reproduces_the_lock_byte_for_byte_and_leaves_git_clean(repo):
     lock = (repo / "dvc.lock").read_bytes()
     dvc("repro", "-f", cwd=repo)

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from gradguard import GradientGuard
-from gradguard.callbacks import read_stats
-from gradguard.recovery import ExplosionRecovery
+from gradguard.training.callbacks import read_stats
+from gradguard.training.recovery import ExplosionRecovery
 
 W_TRUE = np.array([[2.0], [-1.0]], "float32")
 

@@ -8,13 +8,12 @@ import json
 import keras
 import numpy as np
 import pytest
-from dvclive import Live
-from dvclive.keras import DVCLiveCallback
 
-from gradguard.data import load_digits, split
+from gradguard.data.sources import load_digits, split
 from gradguard.params import parse_params
-from gradguard.resume import ResumeState
-from gradguard.training import configure_determinism, fit, run_fingerprint
+from gradguard.training.fit import run_fingerprint
+from gradguard.training.resume import ResumeState
+from gradguard.training.run import RunFiles, train_on
 
 
 class Interrupt(keras.callbacks.Callback):
@@ -35,26 +34,14 @@ def steps_logged(live_dir):
 
 
 def run(params, train, val, tmp_path, interrupt_at=None):
-    configure_determinism(params.seed)
-    resume = ResumeState(tmp_path / "resume", run_fingerprint(params, *train, *val))
-    checkpoint, live_dir = tmp_path / "best.keras", tmp_path / "live"
-    resumed = resume.restore(checkpoint, live_dir) is not None
-    with Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, resume=resumed) as live:
-        extra = [DVCLiveCallback(live=live)]
-        if interrupt_at is not None:
-            extra.append(Interrupt(interrupt_at))
-        _, result = fit(
-            params,
-            train,
-            val,
-            checkpoint=checkpoint,
-            resume=resume,
-            live_dir=live_dir,
-            extra_callbacks=extra,
-            verbose=0,
-        )
-    resume.clear()
-    return result
+    """The library's run sequence on arrays (the train stage's, without shard sets)."""
+    files = RunFiles(
+        tmp_path, tmp_path, tmp_path / "best.keras", tmp_path / "live", tmp_path / "resume"
+    )
+    extra = [] if interrupt_at is None else [Interrupt(interrupt_at)]
+    return train_on(
+        train, val, (*train, *val), files, params, log=lambda line: None, extra_callbacks=extra
+    )
 
 
 @pytest.fixture

@@ -164,10 +164,10 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, pa
 def test_training_with_mirrored_strategy_and_mixed_precision(tmp_path):
     import tensorflow as tf
 
-    from gradguard.data import load_digits, split
+    from gradguard.data.sources import load_digits, split
     from gradguard.params import parse_params
-    from gradguard.resume import ResumeState
-    from gradguard.training import fit
+    from gradguard.training.fit import fit
+    from gradguard.training.resume import ResumeState
 
     assert len(tf.config.list_logical_devices("CPU")) == 2  # conftest: two replicas
     params = parse_params(

@@ -15,8 +15,8 @@ import keras
 import numpy as np
 from keras import backend, ops
 
-from gradguard import clipping
-from gradguard.guard_step import STEP_LOG_COLUMNS, GuardConfig, Layout, guard_step, state_specs
+from gradguard.functional import clipping
+from gradguard.functional.step import STEP_LOG_COLUMNS, GuardConfig, Layout, guard_step, state_specs
 
 # Arguments of `keras.optimizers.Optimizer` that act on the update itself; they
 # belong to the inner optimizer (with their defaults, for deserialisation).
@@ -51,60 +51,32 @@ class StepRow(NamedTuple):
 class GradientGuard(keras.optimizers.Optimizer):
     """Wraps an optimizer: clips gradients, skips non-finite updates, records statistics.
 
-    Modes (`mode`):
-        - "none": no clipping (statistics and skipping only).
-        - "value": each element clipped to [-clip_value, clip_value].
-        - "norm": each gradient tensor clipped to an L2 norm <= clip_norm.
-        - "global_norm": all gradients scaled together to a global norm <= clip_norm
-          (Pascanu et al. 2013).
-        - "agc": unit-wise adaptive clipping, ||G_i|| <= agc_lambda * max(||W_i||, 1e-3)
-          (Brock et al. 2021); the last layer's weights are left alone by default.
-        - "autoclip": global norm clipped to the `autoclip_percentile`-th percentile of
-          the last `autoclip_window` norms (Seetharaman et al. 2020).
-        - "zscore": ZClip (Kumar et al. 2025): EMA mean and variance of the global norm;
-          a norm with z-score above `zscore_threshold` is scaled to an adaptive bound.
-        - "auto" (default): "global_norm" if clip_norm is set, else "value" if
-          clip_value is set, else "none".
-
-    Under `tf.distribute` the gradients are all-reduced before clipping, so a
-    multi-replica run clips the same gradient a one-device run does.
+    Modes: "none", "value", "norm", "global_norm" (Pascanu et al. 2013), "agc"
+    (Brock et al. 2021), "autoclip" (Seetharaman et al. 2020), "zscore" (ZClip,
+    Kumar et al. 2025), or "auto" (global_norm if clip_norm is set, else value
+    if clip_value is set, else none). What each does, spike detection and the
+    behaviour under `tf.distribute`: docs/guard.md. The settings' ranges are
+    `gradguard.settings.BOUNDS`.
 
     Args:
         inner_optimizer: the `keras.optimizers.Optimizer` that applies the update.
         mode: one of `gradguard.CLIP_MODES` or "auto".
-        clip_norm: the L2 bound for "norm" and "global_norm".
-        clip_value: the elementwise bound for "value".
-        agc_lambda: AGC's clipping factor.
-        agc_exclude_last: leave the variables of the last layer unclipped under AGC.
-        autoclip_percentile: AutoClip's percentile, in (0, 100].
-        autoclip_window: how many past norms AutoClip remembers.
-        zscore_threshold, zscore_alpha, zscore_warmup: ZClip's z-score bound, EMA
-            decay and warm-up steps.
-        skip_nonfinite: skip the whole update (weights, optimizer slots, iterations)
-            when any gradient is NaN or Inf.
-        max_consecutive_skips: after this many skipped updates in a row (non-finite
-            or, with skip_spikes, spikes), `diverged` is set.
-        step_log_size: how many steps of (pre-clip norm, post-clip norm, threshold,
-            event) the window keeps on the device for `read_step_log` (the last win).
-        spike_window, spike_sigma: a finite norm above mean + spike_sigma * std of
-            the last spike_window finite norms is a spike (counted in `spikes`); std
-            floored at 1e-6. Every finite norm enters the window, spikes too, so a
-            lasting level shift passes after a few steps (Levanter's and OLMo-core's
-            rule; see `gradguard.detection.spike_check`).
-        spike_warmup_factor: until the window is half full, a finite norm above this
-            many times the median of the norms seen so far is a spike, so an
-            explosion in the first steps is an event; None turns the rule off.
-        skip_spikes: skip the update of a spike step too, as a non-finite one.
-        loss_spikes: also call a step a spike when its batch loss (not Keras's
-            running mean) is above the same band of its own window. The trainer
-            hands the loss over through `scale_loss`, which the TensorFlow and
-            PyTorch trainers call statefully; JAX's does not, so it is refused there
-            (and a `LossScaleOptimizer` around the guard does not pass it on).
+        clip_norm, clip_value: the bounds of "norm"/"global_norm" and "value".
+        agc_lambda, agc_exclude_last: AGC's factor; leave the last layer unclipped.
+        autoclip_percentile, autoclip_window: AutoClip's percentile and memory.
+        zscore_threshold, zscore_alpha, zscore_warmup: ZClip's settings.
+        skip_nonfinite: skip the whole update when any gradient is NaN or Inf.
+        max_consecutive_skips: skipped updates in a row after which `diverged` is set.
+        step_log_size: steps of the per-step log kept on the device (`read_step_log`).
+        spike_window, spike_sigma, spike_warmup_factor: the spike detector
+            (`gradguard.functional.detection.spike_check`).
+        skip_spikes: skip the update of a spike step too.
+        loss_spikes: also watch the batch loss (TensorFlow and PyTorch only).
         name: the optimizer's name.
 
     Raises:
         ValueError: for an argument that belongs to the inner optimizer, an
-            unknown mode, or a mode whose bound is missing.
+            unknown mode, a mode whose bound is missing, or a setting out of range.
     """
 
     def __init__(self, inner_optimizer, name=None, **settings):

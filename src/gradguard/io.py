@@ -18,9 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-class DataError(ValueError):
-    """A data file or data set is missing, malformed or too small to use."""
+from gradguard.errors import DataError
 
 
 @contextlib.contextmanager

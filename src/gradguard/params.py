@@ -13,8 +13,9 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal, get_args, get_origin
 
-# GradientGuard's clipping modes (see gradguard.guard); "auto" picks one from the bounds set.
-CLIP_MODES = ("none", "value", "norm", "global_norm", "agc", "autoclip", "zscore")
+from gradguard.errors import ParamsError
+from gradguard.settings import CLIP_MODES, MODE_BOUND, resolve_clip_mode, setting_error
+
 INITIALIZERS = (
     "glorot_uniform",
     "glorot_normal",
@@ -27,13 +28,15 @@ OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop")
 SOURCES = ("digits", "mnist", "fashion_mnist", "npz", "folder")
 
 
-class ParamsError(ValueError):
-    """A params value is missing, misspelt, of the wrong type or out of range."""
-
-
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ParamsError(f"params: {key}={value!r} is invalid; expected {allowed}")
+
+
+def _setting(key: str, value: Any) -> None:
+    """A guard setting, checked against its row of `gradguard.settings.BOUNDS`."""
+    allowed = setting_error(key.rsplit(".", 1)[-1], value)
+    _check(allowed is None, key, value, allowed)
 
 
 def _positive(key: str, value: float | None) -> None:
@@ -164,14 +167,8 @@ class TrainParams:
         )
         _check(self.epochs >= 1, "train.epochs", self.epochs, "an integer >= 1")
         _check(self.patience >= 0, "train.patience", self.patience, "an integer >= 0")
-        _check(self.spike_window >= 2, "train.spike_window", self.spike_window, "an integer >= 2")
-        _positive("train.spike_sigma", self.spike_sigma)
-        _check(
-            self.spike_warmup_factor is None or self.spike_warmup_factor > 1,
-            "train.spike_warmup_factor",
-            self.spike_warmup_factor,
-            "a factor > 1 (or null: no warm-up rule)",
-        )
+        for key in ("spike_window", "spike_sigma", "spike_warmup_factor"):
+            _setting(f"train.{key}", getattr(self, key))
         _check(
             self.snapshots_kept >= 1, "train.snapshots_kept", self.snapshots_kept, "an integer >= 1"
         )
@@ -241,18 +238,14 @@ class Params:
     @property
     def resolved_clip_mode(self) -> str:
         """The clipping mode in force once `auto` is resolved from the bounds set."""
-        if self.clip_mode != "auto":
-            return self.clip_mode
-        if self.clip_norm is not None:
-            return "global_norm"
-        return "value" if self.clip_value is not None else "none"
+        return resolve_clip_mode(self.clip_mode, self.clip_norm, self.clip_value)
 
     def validate(self) -> None:
         _check(self.seed >= 0, "seed", self.seed, "an integer >= 0")
         modes = ("auto", *CLIP_MODES)
         _check(self.clip_mode in modes, "clip_mode", self.clip_mode, f"one of {modes}")
-        _positive("clip_norm", self.clip_norm)
-        _positive("clip_value", self.clip_value)
+        _setting("clip_norm", self.clip_norm)
+        _setting("clip_value", self.clip_value)
         _check(
             self.clip_norm is None or self.clip_value is None,
             "clip_value",
@@ -260,29 +253,19 @@ class Params:
             f"null while clip_norm={self.clip_norm} is set (choose one bound)",
         )
         mode = self.resolved_clip_mode
-        if mode in ("norm", "global_norm"):
-            _check(self.clip_norm is not None, "clip_norm", None, f"a number > 0 for {mode}")
-        if mode == "value":
-            _check(self.clip_value is not None, "clip_value", None, "a number > 0 for value")
-        _positive("agc_lambda", self.agc_lambda)
-        _check(
-            0 < self.autoclip_percentile <= 100,
+        bound = MODE_BOUND.get(mode)
+        if bound is not None:
+            _check(getattr(self, bound) is not None, bound, None, f"a number > 0 for {mode}")
+        for key in (
+            "agc_lambda",
             "autoclip_percentile",
-            self.autoclip_percentile,
-            "a percentile in (0, 100]",
-        )
-        _check(
-            self.autoclip_window >= 1, "autoclip_window", self.autoclip_window, "an integer >= 1"
-        )
-        _positive("zscore_threshold", self.zscore_threshold)
-        _fraction("zscore_alpha", self.zscore_alpha)
-        _check(self.zscore_warmup >= 1, "zscore_warmup", self.zscore_warmup, "an integer >= 1")
-        _check(
-            self.max_consecutive_skips >= 1,
+            "autoclip_window",
+            "zscore_threshold",
+            "zscore_alpha",
+            "zscore_warmup",
             "max_consecutive_skips",
-            self.max_consecutive_skips,
-            "an integer >= 1",
-        )
+        ):
+            _setting(key, getattr(self, key))
         _check(self.init in INITIALIZERS, "init", self.init, f"one of {INITIALIZERS}")
         _check(
             self.init_scale > 0 and math.isfinite(self.init_scale),
@@ -378,7 +361,12 @@ def schema(cls: type | None = None) -> dict:
 
 def load_params(path: str) -> Params:
     """Read and validate a `params.yaml` file. Raises `ParamsError` if invalid."""
-    import yaml
+    try:
+        import yaml
+    except ModuleNotFoundError as error:  # the library alone does not need it
+        raise ParamsError(
+            "params: reading a params file needs PyYAML (pip install pyyaml)"
+        ) from error
 
     try:
         with open(path, encoding="utf-8") as handle:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from gradguard.callbacks import read_mid_epoch
+from gradguard.training.callbacks import read_mid_epoch
 
 POLICIES = ("none", "stop", "skip", "rollback")
 

@@ -9,7 +9,6 @@ verdict adds two rules for those, each with its threshold as a parameter.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 
 VERDICTS = ("healthy", "diverged", "exploded", "collapsed")
@@ -17,7 +16,7 @@ VERDICTS = ("healthy", "diverged", "exploded", "collapsed")
 
 @dataclasses.dataclass(frozen=True)
 class VerdictRules:
-    """Thresholds of `judge`.
+    """Thresholds of `run_verdict`.
 
     Attributes:
         explode_factor: a run whose global weight norm, at some epoch's end,
@@ -34,21 +33,7 @@ class VerdictRules:
     collapse_margin: float = 0.1
 
 
-def weight_growth(initial_norm: float, epoch_norms: Sequence[float]) -> float:
-    """The largest epoch-end global weight norm over the initial one (inf if non-finite).
-
-    Args:
-        initial_norm: the global L2 norm of the trainable weights before training.
-        epoch_norms: the same norm at each epoch's end.
-    """
-    if not epoch_norms:
-        return 1.0
-    if not all(math.isfinite(norm) for norm in epoch_norms):
-        return math.inf
-    return max(epoch_norms) / max(initial_norm, 1e-12)
-
-
-def judge(
+def run_verdict(
     *,
     diverged: bool,
     weight_growth: float,
@@ -60,7 +45,7 @@ def judge(
 
     Args:
         diverged: the run went non-finite (or skipped updates until it stopped).
-        weight_growth: see `weight_growth`.
+        weight_growth: see `gradguard.training.fit.weight_growth`.
         accuracy: test accuracy of the kept model.
         class_shares: each class's share of the test set (chance is the largest).
         rules: the thresholds.

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 
+from gradguard.data.shards import ShardWriter, iter_shards, read_index
+from gradguard.io import atomic_path, write_json
 from gradguard.params import AugmentParams
 
 _BATCH = 256  # fixed, so the random stream (and thus the bytes) never depends on memory
@@ -81,3 +87,41 @@ def augment(x: np.ndarray, y: np.ndarray, params: AugmentParams, seed: int):
     augmenter = Augmenter(params, seed)
     copies = [augmenter.copy(x) for _ in range(params.copies)]
     return np.concatenate([x, *copies]), np.tile(y, params.copies + 1)
+
+
+def augment_shards(
+    source: str | Path,
+    out: str | Path,
+    params: AugmentParams,
+    seed: int,
+    progress: Callable[[str], None] = print,
+) -> dict:
+    """Write `params.copies` augmented copies of a shard set to `out` (a shard set), atomically.
+
+    The copies only: a trainer reads the source and these together. One source
+    shard is in memory at a time; `progress` hears of each shard when there are
+    several.
+
+    Returns:
+        `{"images": source images, "written": augmented images}`.
+    """
+    index = read_index(source)
+    augmenter = Augmenter(params, seed) if params.copies else None
+    with atomic_path(out) as folder:
+        folder.mkdir()
+        writer = ShardWriter(folder, index["image_shape"], index["num_classes"])
+        shards = len(index["shards"])
+        for number, (x, y) in enumerate(iter_shards(source) if augmenter else (), 1):
+            for _ in range(params.copies):
+                writer.add(augmenter.copy(x), y)
+            if shards > 1:  # a long stage shows progress
+                progress(f"augment: shard {number}/{shards}")
+        written = writer.close()
+        meta = {
+            "augment": dataclasses.asdict(params),
+            "seed": seed,
+            "images": written["images"],
+            "fingerprint": written["fingerprint"],
+        }
+        write_json(folder / "meta.json", meta)
+    return {"images": index["images"], "written": written["images"]}

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gradguard.io import DataError, load_arrays
+from gradguard.errors import DataError
+from gradguard.io import load_arrays
 from gradguard.params import DataParams
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -292,6 +293,33 @@ def load_folder(
             for first, part in zip(firsts, jobs, strict=True):
                 images[first : first + len(part)] = part
     return images, np.array(labels, np.int32)
+
+
+def load_images(files, image_size: int, channels: int = 1) -> np.ndarray:
+    """Image files, or every PNG/JPEG in a folder (sorted by name), as a model's input.
+
+    Decoded and resized as `prepare` does (Pillow, bilinear; grey or RGB), then
+    scaled to float32 in [0, 1]: what a model the pipeline trained takes.
+
+    Args:
+        files: a folder, or a list of image files.
+        image_size: the side the model takes (`model.input_shape[1]`).
+        channels: 1 or 3 (`model.input_shape[-1]`).
+
+    Returns:
+        float32 images (N, image_size, image_size, channels), in `files`' order.
+
+    Raises:
+        DataError: a file that is not a readable image, or a folder without images.
+    """
+    from gradguard.data.shards import to_float
+
+    if isinstance(files, str | os.PathLike) and Path(files).is_dir():
+        folder = Path(files)
+        files = sorted(str(f) for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise DataError(f"{folder}: no .png/.jpg/.jpeg images in this folder")
+    return to_float(_decode([str(f) for f in files], image_size, channels))
 
 
 def load_source(params: DataParams) -> tuple[np.ndarray, np.ndarray]:

@@ -12,10 +12,17 @@ from collections.abc import Sequence
 
 from keras import ops
 
-from gradguard import clipping, detection
-from gradguard.clipping import AutoClipState, ZScoreState
-from gradguard.detection import SpikeState
-from gradguard.params import CLIP_MODES
+from gradguard.functional import clipping, detection
+from gradguard.functional.clipping import AutoClipState, ZScoreState
+from gradguard.functional.detection import SpikeState
+from gradguard.settings import (
+    BOUNDS,
+    CLIP_MODES,
+    EVENT_CODES,
+    MODE_BOUND,
+    resolve_clip_mode,
+    setting_error,
+)
 
 # Statistics every mode keeps: name -> (dtype, initial value).
 STATS = {
@@ -65,44 +72,22 @@ class GuardConfig:
     loss_spikes: bool = False
 
     def __post_init__(self):
-        if self.mode == "auto":
-            resolved = (
-                "global_norm"
-                if self.clip_norm is not None
-                else "value"
-                if self.clip_value is not None
-                else "none"
-            )
-            object.__setattr__(self, "mode", resolved)
+        object.__setattr__(
+            self, "mode", resolve_clip_mode(self.mode, self.clip_norm, self.clip_value)
+        )
         if self.mode not in CLIP_MODES:
             raise ValueError(
                 f"GradientGuard mode={self.mode!r}; expected one of {('auto', *CLIP_MODES)}"
             )
-        needs = {"norm": "clip_norm", "global_norm": "clip_norm", "value": "clip_value"}
-        bound = needs.get(self.mode)
+        bound = MODE_BOUND.get(self.mode)
         if bound and (getattr(self, bound) is None or getattr(self, bound) <= 0):
             raise ValueError(
                 f"GradientGuard mode={self.mode!r} needs {bound} > 0; "
                 f"received {bound}={getattr(self, bound)!r}"
             )
-        checks = {
-            "agc_lambda": (self.agc_lambda > 0, "> 0"),
-            "autoclip_percentile": (0 < self.autoclip_percentile <= 100, "in (0, 100]"),
-            "autoclip_window": (self.autoclip_window >= 1, ">= 1"),
-            "zscore_threshold": (self.zscore_threshold > 0, "> 0"),
-            "zscore_alpha": (0 < self.zscore_alpha < 1, "in (0, 1)"),
-            "zscore_warmup": (self.zscore_warmup >= 1, ">= 1"),
-            "max_consecutive_skips": (self.max_consecutive_skips >= 1, ">= 1"),
-            "step_log_size": (self.step_log_size >= 1, ">= 1"),
-            "spike_window": (self.spike_window >= 2, ">= 2"),
-            "spike_sigma": (self.spike_sigma > 0, "> 0"),
-            "spike_warmup_factor": (
-                self.spike_warmup_factor is None or self.spike_warmup_factor > 1,
-                "None or > 1",
-            ),
-        }
-        for key, (ok, allowed) in checks.items():
-            if not ok:
+        for key in BOUNDS:
+            allowed = setting_error(key, getattr(self, key))
+            if allowed is not None:
                 raise ValueError(f"GradientGuard {key}={getattr(self, key)!r}; expected {allowed}")
 
 
@@ -131,9 +116,6 @@ class Layout:
             agc_excluded=tuple(agc_exclude_last and k == keys[-1] for k in keys),
         )
 
-
-# The step log's `event` codes.
-EVENTS = {"spike": 1.0, "nonfinite": 2.0, "loss_spike": 3.0}
 
 # Columns of the step log, before one column per layer (that layer's gradient norm).
 STEP_LOG_COLUMNS = ("pre_clip_norm", "post_clip_norm", "threshold", "event", "batch_loss")
@@ -234,8 +216,52 @@ def guard_step(
     new = dict(state)
     for key, value in mode_updates.items():  # a NaN norm must not poison the history
         new[key] = ops.where(finite, value, state[key])
-    as_int = lambda flag: ops.cast(flag, "int32")  # noqa: E731
+    is_spike, is_loss_spike, detector_state = _detect(config, state, pre, finite)
+    new.update(detector_state)
+    any_spike = ops.logical_or(is_spike, is_loss_spike)
+    skip = ops.logical_or(
+        ops.logical_and(ops.logical_not(finite), config.skip_nonfinite),
+        ops.logical_and(any_spike, config.skip_spikes),
+    )
     was_clipped = ops.logical_and(finite, post < pre)
+    new.update(_counters(config, state, finite, skip, was_clipped, ops.cast(step, "int32")))
+    new.update(_window(state, pre, layer_norms, finite, was_clipped))
+    event = ops.where(
+        ops.logical_not(finite),
+        float(EVENT_CODES["nonfinite"]),
+        ops.where(
+            is_spike,
+            float(EVENT_CODES["spike"]),
+            ops.where(is_loss_spike, float(EVENT_CODES["loss_spike"]), 0.0),
+        ),
+    )
+    row = ops.concatenate(
+        [
+            ops.stack([pre, post, ops.cast(threshold, "float32"), event, new["batch_loss"]]),
+            layer_norms,
+        ]
+    )
+    slot = ops.mod(state["step_log_count"], config.step_log_size)
+    hit = ops.expand_dims(ops.equal(ops.arange(config.step_log_size), slot), 1)
+    new.update(
+        pre_clip_norm=pre,
+        post_clip_norm=post,
+        threshold=threshold,
+        step_log=ops.where(hit, ops.expand_dims(row, 0), state["step_log"]),
+        step_log_count=state["step_log_count"] + 1,
+        spikes=state["spikes"] + _as_int(is_spike),
+        loss_spikes=state["loss_spikes"] + _as_int(is_loss_spike),
+        events=state["events"] + _as_int(ops.logical_or(any_spike, ops.logical_not(finite))),
+    )
+    return clipped, ops.logical_not(skip), new
+
+
+def _as_int(flag):
+    return ops.cast(flag, "int32")
+
+
+def _detect(config: GuardConfig, state: dict, pre, finite):
+    """Spike checks on the norm (and the batch loss): (is_spike, is_loss_spike, state updates)."""
     warmup = config.spike_warmup_factor
     is_spike, spike_state = detection.spike_check(
         SpikeState(state["spike_history"], state["spike_count"]),
@@ -244,9 +270,14 @@ def guard_step(
         config.spike_sigma,
         warmup,
     )
-    loss = ops.cast(state["batch_loss"], "float32")
+    updates = {
+        "spike_history": spike_state.history,
+        "spike_count": spike_state.count,
+        "batch_loss": ops.cast(state["batch_loss"], "float32"),
+    }
     is_loss_spike = ops.convert_to_tensor(False)
     if config.loss_spikes:
+        loss = updates["batch_loss"]
         is_loss_spike, loss_state = detection.spike_check(
             SpikeState(state["loss_spike_history"], state["loss_spike_count"]),
             loss,
@@ -254,63 +285,40 @@ def guard_step(
             config.spike_sigma,
             warmup,
         )
-        new.update(loss_spike_history=loss_state.history, loss_spike_count=loss_state.count)
-    any_spike = ops.logical_or(is_spike, is_loss_spike)
-    skip = ops.logical_or(
-        ops.logical_and(ops.logical_not(finite), config.skip_nonfinite),
-        ops.logical_and(any_spike, config.skip_spikes),
-    )
-    event = ops.where(
-        ops.logical_not(finite),
-        EVENTS["nonfinite"],
-        ops.where(is_spike, EVENTS["spike"], ops.where(is_loss_spike, EVENTS["loss_spike"], 0.0)),
-    )
+        updates.update(loss_spike_history=loss_state.history, loss_spike_count=loss_state.count)
+    return is_spike, is_loss_spike, updates
+
+
+def _counters(config: GuardConfig, state: dict, finite, skip, was_clipped, step) -> dict:
+    """The run's counters: clipped, skipped (in a row too), first non-finite step, diverged."""
+    not_finite = ops.logical_not(finite)
     # Every skipped update counts, spikes too: a run that skips spike after spike ends as
     # diverged after max_consecutive_skips, as one that skips NaN after NaN does.
     consecutive = ops.where(skip, state["consecutive_skips"] + 1, 0)
-    step = ops.cast(step, "int32")
-    new.update(
-        pre_clip_norm=pre,
-        post_clip_norm=post,
-        threshold=threshold,
-        clipped_steps=state["clipped_steps"] + as_int(was_clipped),
-        skipped_steps=state["skipped_steps"] + as_int(skip),
-        consecutive_skips=consecutive,
-        first_nonfinite_step=ops.where(
-            ops.logical_and(ops.logical_not(finite), state["first_nonfinite_step"] < 0),
-            step,
-            state["first_nonfinite_step"],
-        ),
-        diverged=ops.maximum(
-            state["diverged"],
-            as_int(
-                ops.logical_or(
-                    ops.logical_and(ops.logical_not(finite), not config.skip_nonfinite),
-                    consecutive >= config.max_consecutive_skips,
-                )
-            ),
-        ),
-        window_norm_sum=state["window_norm_sum"] + ops.where(finite, pre, 0.0),
-        window_norm_max=ops.maximum(state["window_norm_max"], ops.where(finite, pre, 0.0)),
-        window_steps=state["window_steps"] + as_int(finite),
-        window_clipped=state["window_clipped"] + as_int(was_clipped),
-        window_layer_norm_sum=state["window_layer_norm_sum"] + ops.where(finite, layer_norms, 0.0),
-        window_layer_norm_max=ops.maximum(
+    first = state["first_nonfinite_step"]
+    diverging = ops.logical_or(
+        ops.logical_and(not_finite, not config.skip_nonfinite),
+        consecutive >= config.max_consecutive_skips,
+    )
+    return {
+        "clipped_steps": state["clipped_steps"] + _as_int(was_clipped),
+        "skipped_steps": state["skipped_steps"] + _as_int(skip),
+        "consecutive_skips": consecutive,
+        "first_nonfinite_step": ops.where(ops.logical_and(not_finite, first < 0), step, first),
+        "diverged": ops.maximum(state["diverged"], _as_int(diverging)),
+    }
+
+
+def _window(state: dict, pre, layer_norms, finite, was_clipped) -> dict:
+    """The window's accumulators (reset each epoch): finite steps' norms, sums and maxima."""
+    return {
+        "window_norm_sum": state["window_norm_sum"] + ops.where(finite, pre, 0.0),
+        "window_norm_max": ops.maximum(state["window_norm_max"], ops.where(finite, pre, 0.0)),
+        "window_steps": state["window_steps"] + _as_int(finite),
+        "window_clipped": state["window_clipped"] + _as_int(was_clipped),
+        "window_layer_norm_sum": state["window_layer_norm_sum"]
+        + ops.where(finite, layer_norms, 0.0),
+        "window_layer_norm_max": ops.maximum(
             state["window_layer_norm_max"], ops.where(finite, layer_norms, 0.0)
         ),
-    )
-    slot = ops.mod(state["step_log_count"], config.step_log_size)
-    row = ops.concatenate(
-        [ops.stack([pre, post, ops.cast(threshold, "float32"), event, loss]), layer_norms]
-    )
-    hit = ops.expand_dims(ops.equal(ops.arange(config.step_log_size), slot), 1)
-    new.update(
-        step_log=ops.where(hit, ops.expand_dims(row, 0), state["step_log"]),
-        spike_history=spike_state.history,
-        spike_count=spike_state.count,
-        spikes=state["spikes"] + as_int(is_spike),
-        loss_spikes=state["loss_spikes"] + as_int(is_loss_spike),
-        events=state["events"] + as_int(ops.logical_or(any_spike, ops.logical_not(finite))),
-        step_log_count=state["step_log_count"] + 1,
-    )
-    return clipped, ops.logical_not(skip), new
+    }

@@ -11,8 +11,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from gradguard.io import DataError, load_arrays
-from gradguard.shards import read_index, rows_of, to_float
+from gradguard.data.shards import read_index, rows_of, to_float
+from gradguard.errors import DataError
+from gradguard.io import load_arrays
 
 
 class ShardSequence(keras.utils.PyDataset):

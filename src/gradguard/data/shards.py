@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gradguard.io import DataError, fingerprint, load_arrays, save_arrays, write_json
+from gradguard.errors import DataError
+from gradguard.io import fingerprint, load_arrays, save_arrays, write_json
 
 SHARD_BYTES = 32 << 20  # pixels per shard file: 42,799 grey 28x28 or 2,730 RGB 64x64 images
 INDEX = "index.json"

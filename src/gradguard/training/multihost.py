@@ -24,23 +24,16 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import socket
-import subprocess
 import sys
 import tarfile
-import threading
-import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from gradguard.errors import ClusterError
+
 ENV = ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")
-
-
-class ClusterError(ValueError):
-    """The cluster environment or backend does not allow multi-host training."""
 
 
 @dataclass(frozen=True)
@@ -210,101 +203,3 @@ def broadcast_folder(folder: str | os.PathLike, *, source: bool) -> None:
         folder.mkdir(parents=True)
         with tarfile.open(fileobj=io.BytesIO(data.tobytes()), mode="r") as archive:
             archive.extractall(folder, filter="data")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on now (for a local coordinator)."""
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
-
-
-WORKER_PARENT = "GRADGUARD_WORKER_PARENT"  # a local process's launcher, which it watches
-
-
-@dataclass
-class LocalCluster:
-    """Every process of a cluster on this host, started and watched by this process.
-
-    The watcher takes part in no collective, so it sees a process die however
-    the others react (JAX aborts them, or they wait on the dead one).
-    """
-
-    cluster: Cluster
-    children: list[subprocess.Popen]
-    logs: list[Path | None]
-
-    def wait(self) -> list[tuple[int, int]]:
-        """Wait for every process; at the first failure, kill the others.
-
-        Returns:
-            `(process, exit status)` of each process that failed, in the order
-            they ended (a negative status: killed by that signal), so the first
-            is the cause and the others the consequence.
-        """
-        pending = {child.pid: process for process, child in enumerate(self.children)}
-        failures = []
-        while pending:
-            pid, status = os.wait()  # whichever ends first, unlike Popen.wait
-            if pid not in pending:
-                continue
-            process = pending.pop(pid)
-            code = self.children[process].returncode = os.waitstatus_to_exitcode(status)
-            if code != 0:
-                failures.append((process, code))
-                for child in self.children:
-                    if child.pid in pending:
-                        child.kill()
-        return failures
-
-    def last_lines(self, process: int, count: int = 5) -> str:
-        """The end of a process's output (empty for one that writes to this process's)."""
-        log = self.logs[process]
-        if log is None or not log.is_file():
-            return ""
-        return "\n".join(log.read_text(errors="replace").splitlines()[-count:])
-
-
-def start_local_cluster(
-    command: Sequence[str], processes: int, log_folder: str | os.PathLike, env=os.environ
-) -> LocalCluster:
-    """Start `processes` processes of `command` on this host as one cluster, on a free port.
-
-    Each runs with the JAX cluster variables set and `GRADGUARD_WORKER_PARENT`
-    naming this process (see `exit_with_parent`). Process 0 writes to this
-    process's standard output and error; the others to
-    `<log_folder>/process-<i>.log`.
-    """
-    cluster = Cluster(f"127.0.0.1:{free_port()}", processes, 0)
-    children, logs = [], []
-    for process in range(processes):
-        cluster_env = {
-            ENV[0]: cluster.coordinator,
-            ENV[1]: str(processes),
-            ENV[2]: str(process),
-            WORKER_PARENT: str(os.getpid()),
-        }
-        log = Path(log_folder) / f"process-{process}.log" if process else None
-        with open(log or os.devnull, "w", encoding="utf-8") as handle:
-            output = {"stdout": handle, "stderr": subprocess.STDOUT} if log else {}
-            children.append(
-                subprocess.Popen(
-                    list(command), env={**env, **cluster_env}, stdin=subprocess.DEVNULL, **output
-                )
-            )
-        logs.append(log)
-    return LocalCluster(cluster, children, logs)
-
-
-def exit_with_parent(environ=os.environ, poll_s: float = 1.0) -> None:
-    """In a local worker: end this process when the process that started it ends."""
-    parent = environ.get(WORKER_PARENT)
-    if not parent:
-        return
-
-    def watch() -> None:
-        while os.getppid() == int(parent):
-            time.sleep(poll_s)
-        os._exit(1)
-
-    threading.Thread(target=watch, daemon=True).start()

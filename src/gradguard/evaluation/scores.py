@@ -1,13 +1,13 @@
-"""Scoring the best checkpoint on the test split, a scikit-learn baseline, and the plots."""
+"""Scoring predictions on the test split, and a scikit-learn baseline beside the CNN."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from gradguard.shards import to_float
+from gradguard.data.shards import to_float
 
 
 def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray) -> dict:
@@ -133,31 +133,3 @@ def baseline_accuracy(kind: str, train: tuple, test: tuple, seed: int) -> float:
 def confusion_rows(y_true: Sequence[int], y_pred: Sequence[int]) -> list[dict]:
     """Rows `{"actual": a, "predicted": p}` for DVC's `confusion` plot template."""
     return [{"actual": int(a), "predicted": int(p)} for a, p in zip(y_true, y_pred, strict=True)]
-
-
-def plot_training_curves(curves: Mapping[str, Mapping[str, Sequence[float]]], path) -> None:
-    """One PNG panel per quantity (loss, accuracy, gradient norm), each split a line.
-
-    Args:
-        curves: {panel title: {line label: values per epoch}}.
-        path: the PNG file to write (atomically).
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from gradguard.io import atomic_path
-
-    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.4), squeeze=False)
-    for axis, (title, lines) in zip(axes[0], curves.items(), strict=True):
-        for label, values in lines.items():
-            axis.plot(np.arange(1, len(values) + 1), values, marker="o", markersize=3, label=label)
-        axis.set_title(title)
-        axis.set_xlabel("epoch")
-        axis.grid(alpha=0.3)
-        axis.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)

@@ -135,7 +135,7 @@ def _lookup(diff: Mapping, metric: str):
     return old, new
 
 
-def judge(rule: Rule, old, new) -> Verdict:
+def check_rule(rule: Rule, old, new) -> Verdict:
     """Apply one rule to a baseline and a current value."""
     values = [v for v in (old, new) if is_number(v)]
     if any(math.isnan(float(v)) for v in values):
@@ -171,7 +171,7 @@ def check(diff: Mapping, rules: Sequence[Rule]) -> list[Verdict]:
     Raises:
         GateUsageError: a metric is missing on one side or is not a number/boolean.
     """
-    return [judge(rule, *_lookup(diff, rule.metric)) for rule in rules]
+    return [check_rule(rule, *_lookup(diff, rule.metric)) for rule in rules]
 
 
 def markdown(verdicts: Sequence[Verdict], baseline: str) -> str:

@@ -60,7 +60,7 @@ class ResumeState:
 
     def load_model(self) -> keras.Model:
         """The model (with optimizer state) as of the last completed epoch."""
-        from gradguard.models import load_model
+        from gradguard.training.models import load_model
 
         return load_model(self.folder / "model.keras")
 

@@ -1,0 +1,156 @@
+"""Local workers: the processes of a cluster on this host, started and watched by one process.
+
+`python -m stages.launch --workers N -- dvc repro` sets `GRADGUARD_LOCAL_WORKERS=N`;
+when DVC runs the train stage, the stage starts N local processes of itself
+(`supervise`) and takes part in no collective, so it sees whichever process
+dies first, kills the rest and reports it in one line.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gradguard.errors import ClusterError
+from gradguard.training.multihost import ENV, Cluster
+
+# Set by `python -m stages.launch --workers N`: this host runs N processes of the stage.
+LOCAL_WORKERS = "GRADGUARD_LOCAL_WORKERS"
+
+
+def local_worker_count(environ=os.environ) -> int:
+    """How many local processes `GRADGUARD_LOCAL_WORKERS` asks for (1 when unset).
+
+    Raises:
+        ClusterError: the variable is not a count >= 1.
+    """
+    local = environ.get(LOCAL_WORKERS, "1")
+    if not local.isdigit() or int(local) < 1:
+        raise ClusterError(f"{LOCAL_WORKERS}={local!r}: expected a process count >= 1")
+    return int(local)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now (for a local coordinator)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+WORKER_PARENT = "GRADGUARD_WORKER_PARENT"  # a local process's launcher, which it watches
+
+
+@dataclass
+class LocalCluster:
+    """Every process of a cluster on this host, started and watched by this process.
+
+    The watcher takes part in no collective, so it sees a process die however
+    the others react (JAX aborts them, or they wait on the dead one).
+    """
+
+    cluster: Cluster
+    children: list[subprocess.Popen]
+    logs: list[Path | None]
+
+    def wait(self) -> list[tuple[int, int]]:
+        """Wait for every process; at the first failure, kill the others.
+
+        Returns:
+            `(process, exit status)` of each process that failed, in the order
+            they ended (a negative status: killed by that signal), so the first
+            is the cause and the others the consequence.
+        """
+        pending = {child.pid: process for process, child in enumerate(self.children)}
+        failures = []
+        while pending:
+            pid, status = os.wait()  # whichever ends first, unlike Popen.wait
+            if pid not in pending:
+                continue
+            process = pending.pop(pid)
+            code = self.children[process].returncode = os.waitstatus_to_exitcode(status)
+            if code != 0:
+                failures.append((process, code))
+                for child in self.children:
+                    if child.pid in pending:
+                        child.kill()
+        return failures
+
+    def last_lines(self, process: int, count: int = 5) -> str:
+        """The end of a process's output (empty for one that writes to this process's)."""
+        log = self.logs[process]
+        if log is None or not log.is_file():
+            return ""
+        return "\n".join(log.read_text(errors="replace").splitlines()[-count:])
+
+
+def start_local_cluster(
+    command: Sequence[str], processes: int, log_folder: str | os.PathLike, env=os.environ
+) -> LocalCluster:
+    """Start `processes` processes of `command` on this host as one cluster, on a free port.
+
+    Each runs with the JAX cluster variables set and `GRADGUARD_WORKER_PARENT`
+    naming this process (see `exit_with_parent`). Process 0 writes to this
+    process's standard output and error; the others to
+    `<log_folder>/process-<i>.log`.
+    """
+    cluster = Cluster(f"127.0.0.1:{free_port()}", processes, 0)
+    children, logs = [], []
+    for process in range(processes):
+        cluster_env = {
+            ENV[0]: cluster.coordinator,
+            ENV[1]: str(processes),
+            ENV[2]: str(process),
+            WORKER_PARENT: str(os.getpid()),
+        }
+        log = Path(log_folder) / f"process-{process}.log" if process else None
+        with open(log or os.devnull, "w", encoding="utf-8") as handle:
+            output = {"stdout": handle, "stderr": subprocess.STDOUT} if log else {}
+            children.append(
+                subprocess.Popen(
+                    list(command), env={**env, **cluster_env}, stdin=subprocess.DEVNULL, **output
+                )
+            )
+        logs.append(log)
+    return LocalCluster(cluster, children, logs)
+
+
+def exit_with_parent(environ=os.environ, poll_s: float = 1.0) -> None:
+    """In a local worker: end this process when the process that started it ends."""
+    parent = environ.get(WORKER_PARENT)
+    if not parent:
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(parent):
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def supervise(command: Sequence[str], processes: int, resume_dir: str | os.PathLike) -> None:
+    """Run `command` as `processes` local processes; one that dies stops them all.
+
+    Raises:
+        ClusterError: which process ended, how, and where the run resumes from.
+    """
+    with tempfile.TemporaryDirectory(prefix="gradguard-launch-") as logs:
+        local = start_local_cluster(command, processes, logs)
+        failures = local.wait()
+        if not failures:
+            return
+        process, status = failures[0]
+        cause = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
+        tail = local.last_lines(process)
+        raise ClusterError(
+            f"train: process {process} of {processes} ended ({cause}) and the others were "
+            f"stopped; run the stage again to resume after the last epoch saved in "
+            f"{resume_dir}" + (f". Its last lines:\n{tail}" if tail else "")
+        )

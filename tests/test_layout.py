@@ -1,0 +1,250 @@
+"""The house rules, read from the source: dvc.yaml deps, layers, thin stages, short functions.
+
+Import closure rule (what a stage's `dvc.yaml` deps must list): every in-repo
+module the stage's `python -m stages.<name>` can import, found from the AST:
+imports at module level and inside functions, each package's `__init__.py` on
+the way, and `stages/__init__.py`. A name taken from a package whose
+`__init__.py` maps it lazily (`_EXPORTS` in `gradguard/__init__.py`) counts its
+module, since taking the name imports it; the lazy table's other entries do
+not, as they run only when someone takes their name.
+"""
+
+from __future__ import annotations
+
+import ast
+import shlex
+from functools import cache
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = {"gradguard": ROOT / "src" / "gradguard", "stages": ROOT / "stages"}
+
+# Layers, lowest first: a module imports from its own layer or lower ones only.
+LAYERS = [
+    ("errors", "settings", "io", "params"),
+    ("functional",),
+    ("guard", "loss_scale", "_tf_distribute"),
+    ("data",),
+    ("training",),
+    ("evaluation",),
+]
+NO_FRAMEWORK = ("gradguard.errors", "gradguard.settings", "gradguard.io", "gradguard.params")
+FRAMEWORKS = ("keras", "tensorflow", "jax", "torch")
+MAX_FUNCTION_LINES = 60  # lines of code: no blank lines, comments or docstrings
+MAX_STAGE_LINES = 80
+
+
+def module_path(name: str) -> Path | None:
+    """The file of an in-repo module (`gradguard.data.stream`), or None."""
+    top, *rest = name.split(".")
+    if top not in SOURCES:
+        return None
+    base = SOURCES[top].joinpath(*rest)
+    if base.is_dir() and (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    file = base.with_suffix(".py")
+    return file if file.is_file() else None
+
+
+def module_name(path: Path) -> str:
+    for top, folder in SOURCES.items():
+        if path.is_relative_to(folder):
+            parts = [top, *path.relative_to(folder).with_suffix("").parts]
+            return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    raise ValueError(path)
+
+
+@cache
+def lazy_exports(package: str) -> dict[str, str]:
+    """The `_EXPORTS` table of a package's `__init__.py` (name -> module), if it has one."""
+    path = module_path(package)
+    if path is None or path.name != "__init__.py":
+        return {}
+    for node in ast.parse(path.read_text()).body:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        if any(isinstance(t, ast.Name) and t.id == "_EXPORTS" for t in targets):
+            return ast.literal_eval(node.value)
+    return {}
+
+
+def with_parents(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+@cache
+def direct_imports(path: Path) -> frozenset[str]:
+    """The in-repo modules one file imports (anywhere in it), parents included."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                found.update(with_parents(alias.name))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.update(with_parents(node.module))
+            for alias in node.names:
+                submodule = f"{node.module}.{alias.name}"
+                if module_path(submodule) is not None:
+                    found.add(submodule)
+                elif alias.name in lazy_exports(node.module):
+                    found.update(with_parents(lazy_exports(node.module)[alias.name]))
+    return frozenset(name for name in found if module_path(name) is not None)
+
+
+def closure(module: str) -> set[Path]:
+    """Every in-repo file `python -m module` can import."""
+    todo, seen = with_parents(module), set()
+    while todo:
+        name = todo.pop()
+        path = module_path(name)
+        if path is None or path in seen:
+            continue
+        seen.add(path)
+        todo.extend(direct_imports(path))
+    return seen
+
+
+def stages() -> dict:
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def stage_module(stage: dict) -> str:
+    command = shlex.split(stage["cmd"])
+    return command[command.index("-m") + 1]
+
+
+@pytest.mark.parametrize("name", sorted(stages()))
+def test_each_stage_lists_exactly_the_python_files_it_imports(name):
+    stage = stages()[name]
+    listed = {dep for dep in stage["deps"] if dep.endswith(".py")}
+    imported = {str(p.relative_to(ROOT)) for p in closure(stage_module(stage))}
+    assert sorted(imported - listed) == [], "imported but not in dvc.yaml's deps"
+    assert sorted(listed - imported) == [], "in dvc.yaml's deps but never imported"
+
+
+@pytest.mark.parametrize("name", ["check_params", "prepare", "augment"])
+def test_the_data_stages_never_import_the_training_code(name):
+    imported = {module_name(p) for p in closure(stage_module(stages()[name]))}
+    training = sorted(
+        m for m in imported if m.startswith(("gradguard.training", "gradguard.guard"))
+    )
+    assert training == []
+
+
+def library_modules() -> list[Path]:
+    return sorted(SOURCES["gradguard"].rglob("*.py"))
+
+
+def layer_of(name: str) -> int | None:
+    parts = name.split(".")
+    if len(parts) < 2:
+        return None  # the package itself: its lazy table names every layer
+    return next(i for i, layer in enumerate(LAYERS) if parts[1] in layer)
+
+
+@pytest.mark.parametrize("path", library_modules(), ids=lambda p: module_name(p))
+def test_imports_point_down_the_layers(path):
+    name = module_name(path)
+    own = layer_of(name)
+    if own is None:
+        return
+    upward = sorted(
+        f"{imported} (layer {layer_of(imported)} > {own})"
+        for imported in direct_imports(path)
+        if layer_of(imported) is not None and layer_of(imported) > own
+    )
+    assert upward == []
+
+
+def framework_imports(path: Path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.append(node.module)
+    return [n for n in names if n.split(".")[0] in FRAMEWORKS]
+
+
+@pytest.mark.parametrize("name", NO_FRAMEWORK)
+def test_the_bottom_layer_imports_no_framework(name):
+    assert framework_imports(module_path(name)) == []
+
+
+def test_data_sources_and_the_pure_step_keep_to_their_side():
+    # The data sources load no framework at import (mnist's download imports Keras when asked).
+    tree = ast.parse(module_path("gradguard.data.sources").read_text())
+    top_level = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+    assert not [n for n in top_level if ast.unparse(n).split()[1].split(".")[0] in FRAMEWORKS]
+    # The pure step reads the guard's settings, never the pipeline's params schema.
+    assert "gradguard.params" not in direct_imports(module_path("gradguard.functional.step"))
+
+
+def code_lines(node: ast.AST, source_lines: list[str]) -> int:
+    """Lines of a function that hold code: no blank lines, comments or docstring."""
+    body = node.body
+    first = body[0]
+    if isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant):
+        skip = set(range(first.lineno, first.end_lineno + 1))
+    else:
+        skip = set()
+    lines = range(node.lineno, node.end_lineno + 1)
+    return sum(
+        1
+        for n in lines
+        if n not in skip
+        and source_lines[n - 1].strip()
+        and not source_lines[n - 1].strip().startswith("#")
+    )
+
+
+def python_files() -> list[Path]:
+    return [*library_modules(), *sorted(SOURCES["stages"].glob("*.py"))]
+
+
+def test_no_function_is_longer_than_sixty_lines_of_code():
+    long = []
+    for path in python_files():
+        text = path.read_text()
+        lines = text.splitlines()
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                count = code_lines(node, lines)
+                if count > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({count})")
+    assert long == []
+
+
+@pytest.mark.parametrize("name", sorted(stages()))
+def test_pipeline_stages_are_thin(name):
+    path = module_path(stage_module(stages()[name]))
+    assert len(path.read_text().splitlines()) <= MAX_STAGE_LINES
+
+
+def test_nothing_outside_stages_and_tests_imports_the_stages():
+    outside = [
+        *library_modules(),
+        *sorted((ROOT / "benchmarks").glob("*.py")),
+    ]
+    offenders = [
+        str(p.relative_to(ROOT))
+        for p in outside
+        if any(m.startswith("stages") for m in direct_imports(p))
+    ]
+    assert offenders == []
+
+
+def test_the_lazy_table_names_only_what_its_modules_define():
+    for name, module in lazy_exports("gradguard").items():
+        tree = ast.parse(module_path(module).read_text())
+        defined = {getattr(node, "name", None) for node in tree.body} | {
+            t.id
+            for node in tree.body
+            if isinstance(node, ast.Assign)
+            for t in node.targets
+            if isinstance(t, ast.Name)
+        }
+        assert name in defined, f"{name} is not defined in {module}"
