@@ -1,10 +1,13 @@
 """Train-step time of the default CNN: no clipping, Keras's global_clipnorm, GradientGuard modes.
 
-All variants live in one process and are timed interleaved (round-robin), so machine
-noise hits them alike; each cell is the median over rounds of the mean step time in
-a round. Ratios are against Keras's built-in `global_clipnorm`.
+All variants live in one process and are timed interleaved, in a shuffled order each
+round, so machine noise hits them alike. Each ms/step cell is the median over rounds of
+the mean step time in a round; each ratio is the median over rounds of the variant's
+time over Keras's `global_clipnorm` in the same round (paired, so a slow round cancels).
+`--jit` compiles every variant with XLA (`jit_compile=True`); `--xla-pairs` times each
+variant with and without it.
 
-    python benchmarks/step_time.py [--rounds 7] [--steps 30]
+    python benchmarks/step_time.py [--rounds 15] [--steps 20] [--jit | --xla-pairs]
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import random
 import statistics
 import time
 
@@ -38,46 +42,72 @@ VARIANTS = {
 REFERENCE = "adam, keras global_clipnorm=1"
 
 
-def make_step(optimizer, x, y):
+def make_step(optimizer, x, y, jit_compile=False):
     """A compiled train step of the default CNN (params.yaml's model section)."""
     params = ModelParams(filters=(32, 64), dense=128, dropout=0.3)
     model = build_cnn(x.shape[1:], 10, params, seed=0)
-    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+    model.compile(
+        optimizer=optimizer, loss="sparse_categorical_crossentropy", jit_compile=jit_compile
+    )
     return lambda: model.train_on_batch(x, y)
+
+
+def time_rounds(steps: dict, rounds: int, count: int, seed: int = 0) -> dict[str, list[float]]:
+    """Seconds per step of each variant, one value per round, the order shuffled each round."""
+    order = list(steps)
+    shuffle = random.Random(seed).shuffle
+    times = {name: [] for name in steps}
+    for _ in range(rounds):
+        shuffle(order)
+        for name in order:
+            start = time.perf_counter()
+            for _ in range(count):
+                steps[name]()
+            times[name].append((time.perf_counter() - start) / count)
+    return times
+
+
+def paired_ratio(times: dict, name: str, reference: str) -> float:
+    """The median over rounds of `name`'s time over `reference`'s in the same round."""
+    return statistics.median(a / b for a, b in zip(times[name], times[reference], strict=True))
 
 
 def main() -> None:
     cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    cli.add_argument("--rounds", type=int, default=7)
-    cli.add_argument("--steps", type=int, default=30, help="steps per variant per round")
+    cli.add_argument("--rounds", type=int, default=15)
+    cli.add_argument("--steps", type=int, default=20, help="steps per variant per round")
     cli.add_argument("--batch", type=int, default=64)
+    mode = cli.add_mutually_exclusive_group()
+    mode.add_argument("--jit", action="store_true", help="every variant with jit_compile=True")
+    mode.add_argument("--xla-pairs", action="store_true", help="each variant with and without")
     args = cli.parse_args()
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     x = rng.random((args.batch, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, args.batch).astype(np.int32)
-    steps = {name: make_step(factory(), x, y) for name, factory in VARIANTS.items()}
+    settings = [(False, ""), (True, " (XLA)")] if args.xla_pairs else [(args.jit, "")]
+    steps = {
+        name + suffix: make_step(factory(), x, y, jit)
+        for name, factory in VARIANTS.items()
+        for jit, suffix in settings
+    }
     for step in steps.values():  # compile and warm up
         for _ in range(10):
             step()
-    times = {name: [] for name in steps}
-    for _ in range(args.rounds):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            for _ in range(args.steps):
-                step()
-            times[name].append((time.perf_counter() - start) / args.steps)
-    median = {name: statistics.median(values) for name, values in times.items()}
+    times = time_rounds(steps, args.rounds, args.steps)
+    compiled = "XLA" if args.jit else "with and without XLA" if args.xla_pairs else "no XLA"
     print(
-        f"backend {keras.backend.backend()}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores, batch {args.batch}, {args.rounds} rounds x {args.steps} "
-        "steps, median of round means"
+        f"backend {keras.backend.backend()} ({compiled}), "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, batch "
+        f"{args.batch}, {args.rounds} rounds x {args.steps} steps, shuffled each round"
     )
     print()
-    print("| variant | ms/step | vs keras global_clipnorm |")
+    print("| variant | ms/step (median of rounds) | vs keras global_clipnorm (median paired) |")
     print("|---|---|---|")
-    for name, value in median.items():
-        print(f"| {name} | {value * 1e3:.2f} | {value / median[REFERENCE]:.3f}x |")
+    for name, values in times.items():
+        reference = REFERENCE + (" (XLA)" if name.endswith(" (XLA)") else "")
+        ratio = paired_ratio(times, name, reference)
+        print(f"| {name} | {statistics.median(values) * 1e3:.2f} | {ratio:.3f}x |")
 
 
 if __name__ == "__main__":

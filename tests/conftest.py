@@ -42,6 +42,17 @@ def tiny_params_file(tmp_path):
     return path
 
 
+@pytest.fixture(scope="session")
+def template_repo(tmp_path_factory):
+    """The end-to-end tests' template repository (tests/e2e.py), one per session."""
+    from tests.e2e import template
+
+    # The base temporary folder's parent is shared by every pytest-xdist worker.
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    return template(shared)
+
+
 @pytest.fixture
 def small_shards(monkeypatch):
     """Shards of 10 images of 2x2x1 (40 bytes of pixels each)."""

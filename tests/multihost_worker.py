@@ -1,8 +1,8 @@
-"""One process of tests/test_multihost.py: train the test MLP for every clipping mode.
+"""One process of tests/test_multihost.py: train the test MLP for every scenario.
 
 Run as `python -m tests.multihost_worker OUT` with the JAX_* cluster variables set
 (several processes) or unset (one process, the reference). Writes OUT as an `.npz`
-of each mode's final weights and guard statistics.
+of each run's final weights and guard statistics.
 """
 
 from __future__ import annotations
@@ -19,23 +19,55 @@ from tests import parallel_cases
 from tests.parallel_cases import GLOBAL_BATCH, MODES
 
 
-def data():
-    """The shared data, with a NaN (MULTIHOST_NAN) or float16 overflow (MULTIHOST_OVERFLOW)
-    in process 1's rows of the second global batch only."""
+def data(scenario: str = "clean"):
+    """The shared data; for "nan" a NaN, for "overflow" a float16 overflow, in process 1's
+    rows of the second global batch only."""
     x, y = parallel_cases.data()
-    if os.environ.get("MULTIHOST_NAN"):
+    if scenario == "nan":
         x[13] = np.nan  # the second global batch's 6th row: process 1's half only
-    if os.environ.get("MULTIHOST_OVERFLOW"):
+    if scenario == "overflow":
         # Targets whose loss gradient, times any loss scale >= 1, is beyond float16 (65504).
         y[12:16] = 3e4
     return x, y
 
 
+def own_rows(x, y, cluster):
+    """This process's rows of every global batch, and its batch size (all of it alone)."""
+    if cluster is None:
+        return x, y, GLOBAL_BATCH
+    share = GLOBAL_BATCH // cluster.processes
+    rows = np.concatenate(
+        [
+            np.arange(start + cluster.process * share, start + (cluster.process + 1) * share)
+            for start in range(0, len(x), GLOBAL_BATCH)
+        ]
+    )
+    return x[rows], y[rows], share
+
+
+def mode_runs(keras, x, y, batch, modes, prefix="") -> dict:
+    """Each mode's final weights and statistics after one epoch of SGD on (x, y)."""
+    from gradguard import GradientGuard
+    from gradguard.training.callbacks import read_stats
+
+    results = {}
+    for mode in modes:
+        keras.utils.set_random_seed(1)
+        model = parallel_cases.mlp()
+        guard = GradientGuard(keras.optimizers.SGD(0.1), mode=mode, **MODES[mode])
+        model.compile(optimizer=guard, loss="mse")
+        model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0)
+        for i, weight in enumerate(model.weights):
+            results[f"{prefix}{mode}/w{i}"] = np.asarray(weight.value)
+        stats = read_stats(guard)
+        for key in ("pre_clip_norm", "clipped_steps", "skipped_steps"):
+            results[f"{prefix}{mode}/{key}"] = np.asarray(stats[key])
+    return results
+
+
 def overflow_run(keras, x, y, batch) -> dict:
     """Mixed float16 with the guarded loss scale (initial 1024), Adam, global-norm clipping."""
-    from gradguard import GradientGuard
-    from gradguard.loss_scale import GuardedLossScaleOptimizer
-    from gradguard.training.callbacks import read_stats
+    from gradguard import GradientGuard, GuardedLossScaleOptimizer, read_stats
 
     keras.utils.set_random_seed(1)
     keras.config.set_dtype_policy("mixed_float16")
@@ -52,41 +84,15 @@ def overflow_run(keras, x, y, batch) -> dict:
 
 
 def main(out: str) -> None:
+    """Every scenario in one process (one cluster start-up): every mode on clean data, a NaN
+    in process 1's rows (keys "nan/..."), then a float16 overflow there ("overflow/...")."""
     cluster = cluster_from_env() if os.environ.get("JAX_NUM_PROCESSES") else None
     if cluster:
         initialize(cluster)
     import keras
 
-    from gradguard import GradientGuard
-    from gradguard.training.callbacks import read_stats
-
-    x, y = data()
-    if cluster:  # this process's rows of every global batch
-        share = GLOBAL_BATCH // cluster.processes
-        rows = np.concatenate(
-            [
-                np.arange(start + cluster.process * share, start + (cluster.process + 1) * share)
-                for start in range(0, len(x), GLOBAL_BATCH)
-            ]
-        )
-        x, y, batch = x[rows], y[rows], share
-    else:
-        batch = GLOBAL_BATCH
-    if os.environ.get("MULTIHOST_OVERFLOW"):
-        np.savez(out, **overflow_run(keras, x, y, batch))
-        return
-    results = {}
-    for mode, knobs in MODES.items():
-        keras.utils.set_random_seed(1)
-        model = parallel_cases.mlp()
-        guard = GradientGuard(keras.optimizers.SGD(0.1), mode=mode, **knobs)
-        model.compile(optimizer=guard, loss="mse")
-        model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0)
-        for i, weight in enumerate(model.weights):
-            results[f"{mode}/w{i}"] = np.asarray(weight.value)
-        stats = read_stats(guard)
-        for key in ("pre_clip_norm", "clipped_steps", "skipped_steps"):
-            results[f"{mode}/{key}"] = np.asarray(stats[key])
+    results = mode_runs(keras, *own_rows(*data(), cluster), MODES)
+    results |= mode_runs(keras, *own_rows(*data("nan"), cluster), ["global_norm"], "nan/")
     if cluster:  # the agreement check: silent on equal weights, loud on a process's own id
         from gradguard.errors import ClusterError
         from gradguard.training.multihost import check_agreement
@@ -96,6 +102,7 @@ def main(out: str) -> None:
             check_agreement([0.0, cluster.process], "ids")
         except ClusterError as error:
             results["agreement/error"] = np.array(str(error))
+    results |= overflow_run(keras, *own_rows(*data("overflow"), cluster))  # last: mixed policy
     np.savez(out, **results)
 
 

@@ -16,15 +16,16 @@ import yaml
 from gradguard.training.local import free_port
 from gradguard.training.multihost import cluster_from_env
 from stages import augment, prepare
+from tests.conftest import TINY_PARAMS
 from tests.parallel_cases import MODES
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("jax")
 
 
-def launch(tmp_path, processes: int, extra_env=None) -> list[dict]:
+def launch(tmp_path, processes: int) -> list[dict]:
     """Run tests.multihost_worker in `processes` processes (1: no cluster); their results."""
-    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'src'}", **(extra_env or {}))
+    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'src'}")
     for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
         env.pop(name, None)
     port = free_port()
@@ -62,9 +63,16 @@ def launch(tmp_path, processes: int, extra_env=None) -> list[dict]:
     return results
 
 
-def test_two_processes_match_one_for_every_mode(tmp_path):
-    (one,) = launch(tmp_path, 1)
-    first, second = launch(tmp_path, 2)
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """One process alone, then two as a cluster: every scenario of the worker in each."""
+    folder = tmp_path_factory.mktemp("multihost")
+    (one,) = launch(folder, 1)
+    return one, launch(folder, 2)
+
+
+def test_two_processes_match_one_for_every_mode(runs):
+    one, (first, second) = runs
     for mode in MODES:
         weights = [key for key in one if key.startswith(f"{mode}/w")]
         assert len(weights) == 4
@@ -79,25 +87,22 @@ def test_two_processes_match_one_for_every_mode(tmp_path):
         assert str(result["agreement/error"]) == "processes [1] hold other ids than process 0"
 
 
-def test_a_nan_in_one_process_rows_is_skipped_by_both(tmp_path):
-    nan = {"MULTIHOST_NAN": "1"}  # row 13: the second global batch, process 1's half only
-    (one,) = launch(tmp_path, 1, nan)
-    first, second = launch(tmp_path, 2, nan)
-    assert one["global_norm/skipped_steps"] == 1
-    for result in (first, second):
-        assert result["global_norm/skipped_steps"] == 1
+def test_a_nan_in_one_process_rows_is_skipped_by_both(runs):
+    one, both = runs  # row 13: the second global batch, process 1's half only
+    assert one["nan/global_norm/skipped_steps"] == 1
+    for result in both:
+        assert result["nan/global_norm/skipped_steps"] == 1
         for i in range(4):
-            key = f"global_norm/w{i}"
+            key = f"nan/global_norm/w{i}"
             assert np.isfinite(result[key]).all()
             np.testing.assert_allclose(result[key], one[key], atol=1e-5)
 
 
-def test_a_float16_overflow_in_one_process_rows_lowers_the_loss_scale_on_both(tmp_path):
-    overflow = {"MULTIHOST_OVERFLOW": "1"}  # rows 12-15: process 1's half of batch 2 only
-    (one,) = launch(tmp_path, 1, overflow)
+def test_a_float16_overflow_in_one_process_rows_lowers_the_loss_scale_on_both(runs):
+    one, both = runs  # rows 12-15: process 1's half of batch 2 only
     assert (one["overflow/scale"], one["overflow/applied"]) == (512.0, 3)  # as tf.distribute's
     assert one["overflow/skipped_steps"] == 0  # the scaler skipped the step, not the guard
-    for result in launch(tmp_path, 2, overflow):
+    for result in both:
         assert (result["overflow/scale"], result["overflow/applied"]) == (512.0, 3)
         assert result["overflow/skipped_steps"] == 0
         for i in range(4):
@@ -118,10 +123,12 @@ def test_the_cluster_comes_from_the_environment_or_one_clear_line():
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
-    """The default pipeline's prepared and augmented digits, and its params (multihost)."""
+    """The digits prepared and augmented on tiny params, and those params (multihost)."""
     folder = tmp_path_factory.mktemp("digits")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    params["train"]["distribute"] = "multihost"
+    for key, value in TINY_PARAMS.items():  # 12x12 images, a 4-filter CNN: seconds an epoch
+        params[key] = {**params[key], **value} if isinstance(value, dict) else value
+    params["train"] |= {"distribute": "multihost", "patience": 10}  # every epoch runs
     (folder / "params.yaml").write_text(yaml.safe_dump(params))
     p, prepared = str(folder / "params.yaml"), str(folder / "prepared")
     assert prepare.main_cli(["--params", p, "--raw", str(folder), "--out", prepared]) == 0
@@ -198,11 +205,12 @@ def saved_epoch(resume: Path) -> int:
 @pytest.mark.slow
 def test_a_killed_worker_stops_the_run_with_one_line_and_the_next_run_resumes(digits, tmp_path):
     work = tmp_path / "run"
-    launched = train_stage(digits, work, 4, 2, wait=False)
+    epochs = 8  # tiny epochs: enough of them that the kill comes mid-run
+    launched = train_stage(digits, work, epochs, 2, wait=False)
     deadline = time.monotonic() + 600
     while saved_epoch(work / "resume") < 0 and launched.poll() is None:
         assert time.monotonic() < deadline, "no epoch saved in 10 minutes"
-        time.sleep(0.5)
+        time.sleep(0.1)
     # The launched stage supervises processes 0 and 1 (started in that order): kill 1.
     started = subprocess.run(["pgrep", "-P", str(launched.pid)], capture_output=True, text=True)
     subprocess.run(["kill", "-9", sorted(started.stdout.split(), key=int)[-1]], check=True)
@@ -214,9 +222,9 @@ def test_a_killed_worker_stops_the_run_with_one_line_and_the_next_run_resumes(di
     assert first.startswith("error: train: process 1 of 2 ended (killed by signal 9)"), err
     kept = saved_epoch(work / "resume")
     assert kept >= 0 and str(work / "resume") in first
-    status, out, err = train_stage(digits, work, 4, 2)
+    status, out, err = train_stage(digits, work, epochs, 2)
     assert status == 0, err[-3000:]
     assert f"train: resuming after epoch {kept + 1}" in out
     summary = json.loads((work / "live" / "metrics.json").read_text())["run"]
-    assert summary["resumed_from_epoch"] == kept + 1 and summary["epochs"] == 4
+    assert summary["resumed_from_epoch"] == kept + 1 and summary["epochs"] == epochs
     assert not (work / "resume").exists()

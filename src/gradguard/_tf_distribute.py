@@ -65,7 +65,7 @@ def apply(guard, grads: list, trainable_variables: list) -> None:
         )
         for i, g in zip(present, summed, strict=True):
             grads[i] = g
-    clipped, apply_update = guard.stateful_guard_step(grads, trainable_variables)
+    clipped, apply_update, commit = guard.stateful_guard_step(grads, trainable_variables)
     if count > 1:
         clipped = [None if g is None else g / count for g in clipped]
 
@@ -88,6 +88,7 @@ def apply(guard, grads: list, trainable_variables: list) -> None:
             ops.cond(decision, update, lambda: None)
 
         tf.distribute.get_replica_context().merge_call(cross_replica, args=(clipped, apply_update))
+    commit()  # the guard's statistics, after the update that needs only `apply_update`
 
 
 def all_replicas(flag):

@@ -21,6 +21,19 @@ _TINY = 1e-12  # guards divisions by a norm that may be exactly zero
 _DOWN, _UP = 2.0**-80, 2.0**80
 
 
+def tensor_square_sums(grads: Sequence) -> object:
+    """Sum of squared entries of each gradient tensor (None entries left out): a float32 vector."""
+    present = [g for g in grads if g is not None]
+    if not present:
+        return ops.zeros((0,), "float32")
+    return ops.stack([ops.sum(ops.square(ops.cast(g, "float32"))) for g in present])
+
+
+def _present_groups(grads: Sequence, group_of: Sequence[int]):
+    ids = [group for g, group in zip(grads, group_of, strict=True) if g is not None]
+    return ops.convert_to_tensor(ids, "int32")
+
+
 def group_square_sums(grads: Sequence, group_of: Sequence[int], n_groups: int) -> object:
     """Sum of squared gradient entries per group (e.g. per layer): a float32 vector.
 
@@ -31,12 +44,13 @@ def group_square_sums(grads: Sequence, group_of: Sequence[int], n_groups: int) -
         group_of: the group index of each gradient.
         n_groups: how many groups there are (a group without gradients sums to 0).
     """
-    sums = [[] for _ in range(n_groups)]
-    for g, group in zip(grads, group_of, strict=True):
-        if g is not None:
-            sums[group].append(ops.sum(ops.square(ops.cast(g, "float32"))))
-    zero = ops.convert_to_tensor(0.0, "float32")
-    return ops.stack([ops.sum(ops.stack(s)) if s else zero for s in sums] or [zero])[:n_groups]
+    if all(g is None for g in grads):
+        return ops.zeros((n_groups,), "float32")
+    # One op for all groups (not a stack and a sum per group): a segment sum, never a matmul
+    # with a 0/1 matrix, where one tensor's Inf times 0 would make every group NaN.
+    return ops.segment_sum(
+        tensor_square_sums(grads), _present_groups(grads, group_of), num_segments=n_groups
+    )
 
 
 def lazy_cond(pred, true_fn, false_fn):
@@ -83,22 +97,47 @@ def group_norms(grads: Sequence, group_of: Sequence[int], n_groups: int):
         TOMS 44(1); Blue 1978, "A Portable Fortran Program to Find the Euclidean
         Norm of a Vector", ACM TOMS 4(1).
     """
-    squares = group_square_sums(grads, group_of, n_groups)
-    total = ops.sum(squares)
-    plain = (ops.sqrt(squares), ops.sqrt(total))
+    (norms,), total = grouped_norms(grads, [(group_of, n_groups)])
+    return norms, total
+
+
+def grouped_norms(grads: Sequence, groupings: Sequence[tuple[Sequence[int], int]]):
+    """`group_norms` under several groupings at once, from one pass over the gradients.
+
+    Args:
+        grads: gradient tensors; None entries are ignored.
+        groupings: `(group_of, n_groups)` pairs, e.g. per layer and per tensor.
+
+    Returns:
+        `(norms, total)`: a float32 vector of group norms per grouping, and the
+        global norm.
+    """
+    if all(g is None for g in grads):
+        zero = ops.convert_to_tensor(0.0, "float32")
+        return [ops.zeros((n,), "float32") for _, n in groupings], zero
+    ids = [_present_groups(grads, group_of) for group_of, _ in groupings]
+
+    def norms(per_tensor, scale=1.0):
+        sums = [
+            ops.segment_sum(per_tensor, i, num_segments=n)
+            for i, (_, n) in zip(ids, groupings, strict=True)
+        ]
+        return [ops.sqrt(s) * scale for s in sums], ops.sqrt(ops.sum(per_tensor)) * scale
+
+    plain_sums = tensor_square_sums(grads)
+    plain = norms(plain_sums)
 
     def rescaled():
-        scaled = group_square_sums(
-            [None if g is None else ops.cast(g, "float32") * _DOWN for g in grads],
-            group_of,
-            n_groups,
+        scaled = norms(
+            tensor_square_sums(
+                [None if g is None else ops.cast(g, "float32") * _DOWN for g in grads]
+            ),
+            _UP,
         )
-        norms = ops.where(ops.isfinite(squares), plain[0], ops.sqrt(scaled) * _UP)
-        return norms, ops.sqrt(ops.sum(scaled)) * _UP
+        kept = [ops.where(ops.isfinite(p), p, q) for p, q in zip(plain[0], scaled[0], strict=True)]
+        return kept, scaled[1]
 
-    if all(g is None for g in grads):
-        return plain
-    return lazy_cond(ops.isfinite(total), lambda: plain, rescaled)
+    return lazy_cond(ops.isfinite(plain[1]), lambda: plain, rescaled)
 
 
 def global_norm(grads: Sequence) -> object:
@@ -137,9 +176,14 @@ def clip_by_value(grads: Sequence, clip_value: float) -> list:
     return [None if g is None else ops.clip(g, -clip_value, clip_value) for g in grads]
 
 
-def clip_by_norm(grads: Sequence, clip_norm: float) -> list:
-    """Clip each gradient tensor separately to an L2 norm of at most clip_norm."""
-    norms = group_norms(grads, range(len(grads)), len(grads))[0]  # one group per tensor
+def clip_by_norm(grads: Sequence, clip_norm: float, norms=None) -> list:
+    """Clip each gradient tensor separately to an L2 norm of at most clip_norm.
+
+    `norms`: each tensor's norm where the caller has it (`grouped_norms` with one
+    group per tensor), else computed here.
+    """
+    if norms is None:
+        norms = group_norms(grads, range(len(grads)), len(grads))[0]  # one group per tensor
     return [
         None if g is None else scale_to_norm([g], norms[i], clip_norm)[0]
         for i, g in enumerate(grads)
@@ -273,7 +317,7 @@ def autoclip_threshold(state: AutoClipState, norm, percentile: float):
     """
     window = state.history.shape[0]
     slot = ops.mod(state.count, window)
-    history = ops.where(ops.equal(ops.arange(window), slot), norm, state.history)
+    history = ops.slice_update(state.history, (slot,), ops.reshape(norm, (1,)))
     count = state.count + 1
     threshold = window_percentile(history, ops.minimum(count, window), percentile)
     return threshold, AutoClipState(history, count)

@@ -154,13 +154,17 @@ def clip(
     weights: Sequence,
     pre_clip_norm,
     agc_excluded: Sequence[bool],
+    tensor_norms=None,
 ):
-    """Clip as `config.mode` says: (clipped gradients, threshold, mode-state updates)."""
+    """Clip as `config.mode` says: (clipped gradients, threshold, mode-state updates).
+
+    `tensor_norms`: each tensor's norm, which "norm" mode uses where given.
+    """
     inf = ops.convert_to_tensor(float("inf"), "float32")
     if config.mode == "value":
         return clipping.clip_by_value(grads, config.clip_value), inf, {}
     if config.mode == "norm":
-        return clipping.clip_by_norm(grads, config.clip_norm), inf, {}
+        return clipping.clip_by_norm(grads, config.clip_norm, tensor_norms), inf, {}
     if config.mode == "global_norm":
         bound = ops.convert_to_tensor(config.clip_norm, "float32")
         return clipping.scale_to_norm(grads, pre_clip_norm, bound), bound, {}
@@ -180,6 +184,24 @@ def clip(
     else:
         return list(grads), inf, {}
     return clipping.scale_to_norm(grads, pre_clip_norm, bound), bound, updates
+
+
+def post_clip_norm(config: GuardConfig, clipped: list, pre, threshold, tensor_norms):
+    """The global norm after clipping, and whether clipping changed the gradient.
+
+    Derived where the mode says what it did: modes that scale every gradient by one
+    factor (none, global_norm, autoclip, zscore) give min(pre, threshold); "norm"
+    gives each tensor's min(norm, clip_norm). Value and AGC clipping are summed again,
+    as `pre` was, so an unchanged gradient gives post == pre exactly.
+    """
+    if config.mode == "norm":
+        kept = ops.minimum(tensor_norms, config.clip_norm)
+        return ops.sqrt(ops.sum(ops.square(kept))), ops.any(tensor_norms > config.clip_norm)
+    if config.mode not in ("value", "agc"):
+        bound = ops.cast(threshold, "float32")
+        return ops.minimum(pre, bound), pre > bound
+    post = ops.sqrt(ops.sum(clipping.tensor_square_sums(clipped)))
+    return post, post < pre
 
 
 def guard_step(
@@ -207,11 +229,20 @@ def guard_step(
     grads = list(grads)
     n_layers = len(layout.layer_names)
     # Overflow-safe: a finite gradient of norm 5e19 is clipped, not skipped as non-finite.
-    layer_norms, pre = clipping.group_norms(grads, layout.layer_of, n_layers)
-    finite = ops.logical_and(clipping.all_finite(grads), ops.isfinite(pre))
-    clipped, threshold, mode_updates = clip(config, state, grads, weights, pre, layout.agc_excluded)
-    # Summed in the same order as `pre`, so an unchanged gradient gives post == pre exactly.
-    post = clipping.group_norms(clipped, layout.layer_of, n_layers)[1]
+    # One pass for the layers' norms (and, for "norm", each tensor's).
+    groupings = [(layout.layer_of, n_layers)]
+    if config.mode == "norm":
+        groupings.append((range(len(grads)), len(grads)))
+    norms, pre = clipping.grouped_norms(grads, groupings)
+    layer_norms, tensor_norms = norms[0], norms[1] if config.mode == "norm" else None
+    # A NaN or Inf entry makes the overflow-safe norm NaN or Inf, so a finite norm means
+    # finite gradients: no second pass over them (`clipping.all_finite`) is needed.
+    finite = ops.isfinite(pre)
+    clipped, threshold, mode_updates = clip(
+        config, state, grads, weights, pre, layout.agc_excluded, tensor_norms
+    )
+    post, was_clipped = post_clip_norm(config, clipped, pre, threshold, tensor_norms)
+    was_clipped = ops.logical_and(finite, was_clipped)
 
     new = dict(state)
     for key, value in mode_updates.items():  # a NaN norm must not poison the history
@@ -219,11 +250,7 @@ def guard_step(
     is_spike, is_loss_spike, detector_state = _detect(config, state, pre, finite)
     new.update(detector_state)
     any_spike = ops.logical_or(is_spike, is_loss_spike)
-    skip = ops.logical_or(
-        ops.logical_and(ops.logical_not(finite), config.skip_nonfinite),
-        ops.logical_and(any_spike, config.skip_spikes),
-    )
-    was_clipped = ops.logical_and(finite, post < pre)
+    skip = _skip(config, finite, any_spike)
     new.update(_counters(config, state, finite, skip, was_clipped, ops.cast(step, "int32")))
     new.update(_window(state, pre, layer_norms, finite, was_clipped))
     event = ops.where(
@@ -242,18 +269,26 @@ def guard_step(
         ]
     )
     slot = ops.mod(state["step_log_count"], config.step_log_size)
-    hit = ops.expand_dims(ops.equal(ops.arange(config.step_log_size), slot), 1)
     new.update(
         pre_clip_norm=pre,
         post_clip_norm=post,
         threshold=threshold,
-        step_log=ops.where(hit, ops.expand_dims(row, 0), state["step_log"]),
+        step_log=ops.slice_update(state["step_log"], (slot, 0), ops.expand_dims(row, 0)),
         step_log_count=state["step_log_count"] + 1,
         spikes=state["spikes"] + _as_int(is_spike),
         loss_spikes=state["loss_spikes"] + _as_int(is_loss_spike),
         events=state["events"] + _as_int(ops.logical_or(any_spike, ops.logical_not(finite))),
     )
     return clipped, ops.logical_not(skip), new
+
+
+def _skip(config: GuardConfig, finite, any_spike):
+    """Whether to skip this update, from the settings in Python: the decision depends on
+    the spike check only with `skip_spikes`, so the update need not wait for it."""
+    skip = ops.logical_not(finite) if config.skip_nonfinite else ops.convert_to_tensor(False)
+    if config.skip_spikes:
+        skip = ops.logical_or(skip, any_spike)
+    return skip
 
 
 def _as_int(flag):
