@@ -104,11 +104,13 @@ def normalise_images(x: np.ndarray, name: str, channels: int = 1, first: int = 0
 
 
 def check_labels(y: np.ndarray, n: int, name: str) -> np.ndarray:
-    """Labels must be N integers 0..K-1 with every class present."""
+    """Labels must be N > 0 integers 0..K-1, K >= 2, with every class present."""
     if y.shape != (n,):
         raise DataError(f"{name}: y has shape {y.shape}; expected ({n},), one label per image")
     if not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"{name}: y has dtype {y.dtype}; expected integer class labels")
+    if n == 0:
+        raise DataError(f"{name}: holds no images; expected images of at least 2 classes")
     if y.min() < 0:
         raise DataError(f"{name}: label {y.min()} is out of range; expected labels 0..K-1")
     missing = sorted(set(range(int(y.max()) + 1)) - set(np.unique(y).tolist()))
@@ -118,6 +120,17 @@ def check_labels(y: np.ndarray, n: int, name: str) -> np.ndarray:
             "no images; expected labels 0..K-1 with every class present"
         )
     return y.astype(np.int32)
+
+
+def require_classes(y: np.ndarray, name: str) -> np.ndarray:
+    """The decoded set must hold at least 2 classes, whatever the source (checked last,
+    after the images, so that a broken file is named for what is broken first)."""
+    if int(y.max()) < 1:
+        raise DataError(
+            f"{name}: every image has label 0, a single class; expected at least 2 classes "
+            "(a classifier of one class learns nothing)"
+        )
+    return y
 
 
 def load_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -332,7 +345,7 @@ def load_source(params: DataParams) -> tuple[np.ndarray, np.ndarray]:
     size, channels = params.image_size, params.channels
     if params.source == "folder":
         x, y = load_folder(params.path, size, channels)
-        return x, check_labels(y, len(x), name)
+        return x, require_classes(check_labels(y, len(x), name), name)
     if params.source == "npz":
         chunks, y, count = iter_npz(params.path, channels)
     else:
@@ -349,7 +362,7 @@ def load_source(params: DataParams) -> tuple[np.ndarray, np.ndarray]:
     for chunk in chunks:
         x[start : start + len(chunk)] = _resize(chunk, size)
         start += len(chunk)
-    return x, y
+    return x, require_classes(y, name)
 
 
 def split_indices(y: np.ndarray, params: DataParams, seed: int) -> dict[str, np.ndarray]:
