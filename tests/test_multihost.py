@@ -152,7 +152,7 @@ def train_stage(digits, work: Path, epochs: int, workers: int | None, wait=True)
     env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'src'}", TMPDIR=str(work / "tmp"))
     child = subprocess.Popen(
         (launch if workers else []) + stage,
-        cwd=ROOT,
+        cwd=work,  # outside the repository: its .dvc/tmp is not shared with other tests
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -51,6 +51,30 @@ class LiveFolder:
         return json.loads(self.summary.read_text(encoding="utf-8")).get("run")
 
 
+class NoLive:
+    """DVCLive's `Live` for a process that keeps no record (a cluster's processes but 0).
+
+    Their files would land in a scratch folder, deleted at the end; and DVCLive also
+    writes a signal file into the repository every process shares and removes it at
+    its end, where two processes race (one `os.remove` finds it gone).
+    """
+
+    def __init__(self):
+        self.summary: dict = {}
+
+    def log_metric(self, name: str, value) -> None:
+        """Nothing to record."""
+
+    def next_step(self) -> None:
+        """Nothing to record."""
+
+    def __enter__(self) -> NoLive:
+        return self
+
+    def __exit__(self, *exc_info) -> bool:
+        return False
+
+
 def describe_event(row) -> dict:
     """A spike or non-finite step of the step log, with the layers it started in."""
     event = {"step": row.step, "kind": EVENT_NAMES[row.event], "grad_norm": row.pre_clip_norm}

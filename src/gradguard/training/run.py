@@ -20,7 +20,7 @@ import numpy as np
 
 from gradguard.params import Params
 from gradguard.training import local, multihost
-from gradguard.training.live import LiveFolder
+from gradguard.training.live import LiveFolder, NoLive
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +157,12 @@ def train_on(
     if cluster.chief and cluster.processes > 1:
         log(f"train: process 0 of {cluster.processes}, coordinator {cluster.coordinator}")
     folder = LiveFolder(files.live)
-    with Live(dir=str(files.live), dvcyaml=False, save_dvc_exp=False, resume=resumed) as live:
+    record = (
+        Live(dir=str(files.live), dvcyaml=False, save_dvc_exp=False, resume=resumed)
+        if cluster.chief
+        else NoLive()
+    )
+    with record as live:
         streamed = not isinstance(train_data, tuple)  # arrays: Keras's own line is enough
         progress = [Progress(len(train_data))] if cluster.chief and streamed else []
         model, result = fit(
