@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from gradguard.guard import StepRow
+from gradguard.functional.state import StepRow
 from gradguard.settings import EVENT_CODES
 from gradguard.training.live import CURVES, STEP_PLOTS, LiveFolder, append_step_log, step_events
 

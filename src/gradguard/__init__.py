@@ -19,7 +19,7 @@ import importlib
 _EXPORTS = {
     # the guard and its math
     "GradientGuard": "gradguard.guard",
-    "StepRow": "gradguard.guard",
+    "StepRow": "gradguard.functional.state",
     "GuardedLossScaleOptimizer": "gradguard.loss_scale",
     "CLIP_MODES": "gradguard.settings",
     "clip_by_value": "gradguard.functional.clipping",

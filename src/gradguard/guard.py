@@ -9,14 +9,22 @@ serialises that inner optimizer in `get_config`. The math of a step lives in
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
 
 import keras
 import numpy as np
 from keras import backend, ops
 
 from gradguard.functional import clipping
-from gradguard.functional.step import STEP_LOG_COLUMNS, GuardConfig, Layout, guard_step, state_specs
+from gradguard.functional.state import (
+    PACKS,
+    STEP_LOG_COLUMNS,
+    UNPACKED,
+    WINDOW,
+    PackedStat,
+    StepRow,
+    state_specs,
+)
+from gradguard.functional.step import GuardConfig, Layout, guard_step
 
 # Arguments of `keras.optimizers.Optimizer` that act on the update itself; they
 # belong to the inner optimizer (with their defaults, for deserialisation).
@@ -33,51 +41,6 @@ _INNER_ARGS = {
     "gradient_accumulation_steps": None,
 }
 _SETTINGS = {field.name for field in dataclasses.fields(GuardConfig)}
-# Packed variables of the guard's scalar statistics, by dtype; the batch loss keeps its own
-# (under tf.distribute it is the mean over replicas, the others are replica 0's).
-PACKS = {"counters": "int32", "scalars": "float32"}
-UNPACKED = frozenset({"batch_loss"})
-# The window's accumulators, zeroed at each epoch's start (`reset_window`).
-WINDOW = frozenset(
-    {
-        "window_norm_sum",
-        "window_norm_max",
-        "window_steps",
-        "window_clipped",
-        "step_log_count",
-        "window_layer_norm_sum",
-        "window_layer_norm_max",
-    }
-)
-
-
-class PackedStat:
-    """One scalar statistic of a packed variable: `.value` reads it (a view, read-only)."""
-
-    shape = ()
-
-    def __init__(self, variable, index: int):
-        self.variable, self.index = variable, index
-
-    @property
-    def value(self):
-        return self.variable.value[self.index]
-
-    @property
-    def dtype(self):
-        return self.variable.dtype
-
-
-class StepRow(NamedTuple):
-    """One step of `GradientGuard.read_step_log`."""
-
-    step: int  # the guard's global step (skipped updates count)
-    pre_clip_norm: float
-    post_clip_norm: float
-    threshold: float  # the global-norm bound in force (inf: none)
-    event: int  # 0 ordinary, 1 gradient-norm spike, 2 non-finite, 3 batch-loss spike
-    batch_loss: float  # +Inf where the trainer does not hand the loss over (JAX)
-    layer_norms: dict  # layer name -> its pre-clip gradient norm
 
 
 @keras.saving.register_keras_serializable(package="gradguard")

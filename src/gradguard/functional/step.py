@@ -24,29 +24,6 @@ from gradguard.settings import (
     setting_error,
 )
 
-# Statistics every mode keeps: name -> (dtype, initial value).
-STATS = {
-    "pre_clip_norm": ("float32", 0.0),  # last step's global norm before clipping
-    "post_clip_norm": ("float32", 0.0),  # ... and after clipping
-    "threshold": ("float32", float("inf")),  # global-norm bound in force (inf: none)
-    "clipped_steps": ("int32", 0),  # finite steps whose gradients clipping changed
-    "skipped_steps": ("int32", 0),  # updates skipped (non-finite, or spikes with skip_spikes)
-    "consecutive_skips": ("int32", 0),  # skipped updates in a row, reset by an applied one
-    "first_nonfinite_step": ("int32", -1),  # step of the first NaN/Inf gradient
-    "diverged": ("int32", 0),  # 1 once an update went non-finite or skips ran out
-    "spikes": ("int32", 0),  # finite steps whose norm was a spike (see gradguard.detection)
-    "loss_spikes": ("int32", 0),  # steps whose batch loss was a spike (`loss_spikes=True`)
-    # The batch loss the trainer handed to `scale_loss`; +Inf where it does not (JAX). Not NaN:
-    # JAX's multi-process device_put checks that every process holds equal values.
-    "batch_loss": ("float32", float("inf")),
-    "events": ("int32", 0),  # spikes + non-finite steps: what recovery policies react to
-    # Window accumulators, reset by `reset_window` (e.g. each epoch): no host sync per step.
-    "window_norm_sum": ("float32", 0.0),
-    "window_norm_max": ("float32", 0.0),
-    "window_steps": ("int32", 0),  # finite steps in the window
-    "window_clipped": ("int32", 0),
-}
-
 
 @dataclasses.dataclass(frozen=True)
 class GuardConfig:
@@ -115,36 +92,6 @@ class Layout:
             layer_names=tuple(names),
             agc_excluded=tuple(agc_exclude_last and k == keys[-1] for k in keys),
         )
-
-
-# Columns of the step log, before one column per layer (that layer's gradient norm).
-STEP_LOG_COLUMNS = ("pre_clip_norm", "post_clip_norm", "threshold", "event", "batch_loss")
-
-
-def state_specs(config: GuardConfig, layout: Layout) -> dict:
-    """The guard's variables: name -> (dtype, initial value[, shape])."""
-    specs = dict(STATS)
-    n_layers = len(layout.layer_names)
-    # Per-step rows of STEP_LOG_COLUMNS + per-layer norms for the current window, a ring.
-    width = len(STEP_LOG_COLUMNS) + n_layers
-    specs["step_log"] = ("float32", 0.0, (config.step_log_size, width))
-    # Per-layer pre-clip gradient norm over the window's finite steps: sum and max.
-    specs["window_layer_norm_sum"] = ("float32", 0.0, (n_layers,))
-    specs["window_layer_norm_max"] = ("float32", 0.0, (n_layers,))
-    specs["spike_history"] = ("float32", 0.0, (config.spike_window,))
-    specs["spike_count"] = ("int32", 0)
-    if config.loss_spikes:
-        specs["loss_spike_history"] = ("float32", 0.0, (config.spike_window,))
-        specs["loss_spike_count"] = ("int32", 0)
-    specs["step_log_count"] = ("int32", 0)
-    if config.mode == "autoclip":
-        specs["autoclip_history"] = ("float32", 0.0, (config.autoclip_window,))
-        specs["autoclip_count"] = ("int32", 0)
-    if config.mode == "zscore":
-        specs.update(
-            zscore_count=("int32", 0), zscore_mean=("float32", 0.0), zscore_var=("float32", 0.0)
-        )
-    return specs
 
 
 def clip(
