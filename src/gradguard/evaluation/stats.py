@@ -101,6 +101,39 @@ def paired_difference(
     return Interval(mean, float(ci.low), float(ci.high))
 
 
+def mean_interval(
+    values: Sequence[float],
+    *,
+    confidence: float = CONFIDENCE,
+    resamples: int = RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> Interval:
+    """The mean of `values` with a percentile bootstrap interval (a fixed generator).
+
+    Raises:
+        ValueError: fewer than 2 values.
+    """
+    from scipy.stats import bootstrap
+
+    data = np.asarray(values, np.float64)
+    if data.ndim != 1 or len(data) < 2:
+        raise ValueError(f"{len(data)} values; expected at least 2")
+    mean = float(data.mean())
+    if np.all(data == data[0]):
+        return Interval(mean, mean, mean)
+    result = bootstrap(
+        (data,),
+        np.mean,
+        vectorized=True,
+        confidence_level=confidence,
+        n_resamples=resamples,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    ci = result.confidence_interval
+    return Interval(mean, float(ci.low), float(ci.high))
+
+
 def probability_of_improvement(first: Sequence[float], second: Sequence[float]) -> float:
     """P(X > Y) for X drawn from `first` and Y from `second`, ties counted half (rliable's)."""
     a, b = np.asarray(first, np.float64), np.asarray(second, np.float64)

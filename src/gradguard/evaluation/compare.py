@@ -1,0 +1,250 @@
+"""The compare report: every remedy over paired seeds, with intervals and a label each.
+
+Input is one `RunResult` per (remedy, seed[, learning rate]) with the run's
+`metrics/eval.json`; output is a JSON-ready mapping (`summarize`) and its
+markdown (`markdown`). The labels follow `RULES`, stated in the report before
+its table. All intervals come from `gradguard.evaluation.stats` (scipy), with a
+fixed bootstrap seed, so the same runs give the same bytes.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from gradguard.evaluation import stats
+from gradguard.evaluation.plan import Cell, Plan
+
+VERDICTS = ("healthy", "diverged", "exploded", "collapsed")
+FAILED_TO_RUN = "failed to run"  # a queue or infrastructure failure: not a verdict
+LABELS = ("recommended", "acceptable", "unsafe", "inconclusive")
+GRADIENT_KEYS = ("max_grad_norm", "clip_fraction", "skipped_steps", "rollbacks")
+RULES = (
+    "`unsafe`: at least one of the remedy's runs is not `healthy` (diverged, exploded or "
+    "collapsed).",
+    "The **best** remedy is, among those whose runs are all healthy, the one with the highest "
+    "mean test accuracy (the first listed, on a tie).",
+    "Every other remedy whose runs are all healthy is compared with the best on the seeds both "
+    "ran: the mean of the per-seed differences in test accuracy, with a 95 % paired bootstrap "
+    "interval [low, high] (9,999 resamples, percentile method, generator seed 0). With the "
+    "margin m:",
+    "- `recommended`: low >= -m: not credibly more than m worse than the best (the best itself "
+    "is recommended);",
+    "- `acceptable`: high < -m: credibly more than m worse than the best;",
+    "- `inconclusive`: low < -m <= high, the interval straddles the margin (or fewer than 2 "
+    "paired seeds); the report says about how many seeds would decide it.",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """One finished (or failed) run of a compare."""
+
+    cell: Cell
+    metrics: Mapping[str, Any] | None  # its metrics/eval.json; None: it failed to run
+    error: str = ""  # why it failed to run
+
+    @property
+    def verdict(self) -> str:
+        return FAILED_TO_RUN if self.metrics is None else str(self.metrics.get("verdict"))
+
+    @property
+    def accuracy(self) -> float | None:
+        value = None if self.metrics is None else self.metrics.get("accuracy")
+        return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def _round(value: float | None, digits: int = 6) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def _interval(interval: stats.Interval | None) -> dict | None:
+    if interval is None:
+        return None
+    return {k: _round(getattr(interval, k)) for k in ("estimate", "low", "high")}
+
+
+def _spread(values: Sequence[float]) -> dict | None:
+    if not values:
+        return None
+    return {
+        "runs": len(values),
+        "mean": _round(statistics.fmean(values)),
+        "std": _round(statistics.stdev(values)) if len(values) > 1 else 0.0,
+        "median": _round(statistics.median(values)),
+        "iqm": _round(stats.iqm(values)),
+        "interval": _interval(stats.mean_interval(values)) if len(values) > 1 else None,
+    }
+
+
+def _accuracies(runs: Sequence[RunResult]) -> dict[int, float]:
+    """seed -> test accuracy of each finished run (a diverged run's kept checkpoint counts)."""
+    return {r.cell.seed: r.accuracy for r in runs if r.accuracy is not None}
+
+
+def _paired(
+    mine: Mapping[int, float], other: Mapping[int, float]
+) -> tuple[list[float], stats.Interval] | None:
+    seeds = sorted(set(mine) & set(other))
+    if len(seeds) < 2:
+        return None
+    first, second = [mine[s] for s in seeds], [other[s] for s in seeds]
+    differences = [a - b for a, b in zip(first, second, strict=True)]
+    return differences, stats.paired_difference(first, second)
+
+
+def _remedy_runs(plan: Plan, results: Sequence[RunResult], name: str) -> list[RunResult]:
+    """The remedy's runs at the base learning rate, in seed order."""
+    found = {(r.cell.remedy, r.cell.seed, r.cell.learning_rate): r for r in results}
+    return [found[key] for s in plan.seeds if (key := (name, s, None)) in found]
+
+
+def _gradients(finished: Sequence[RunResult]) -> dict:
+    out = {}
+    for key in GRADIENT_KEYS:
+        values = [r.metrics.get(key) for r in finished]
+        values = [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
+        if not values:
+            out[key] = None
+        elif key == "clip_fraction":
+            out[key] = _round(statistics.fmean(values))  # the mean over runs
+        else:
+            out[key] = _round(max(values))  # the worst run
+    return out
+
+
+def _summary(plan: Plan, results: Sequence[RunResult], name: str) -> dict:
+    runs = _remedy_runs(plan, results, name)
+    finished = [r for r in runs if r.metrics is not None]
+    counts = collections.Counter(r.verdict for r in finished)
+    failures = len(finished) - counts["healthy"]
+    accuracy = [r.accuracy for r in finished if r.accuracy is not None]
+    healthy = [r.accuracy for r in finished if r.verdict == "healthy" and r.accuracy is not None]
+    return {
+        "name": name,
+        "params": plan.remedies[name],
+        "runs": [_run_row(r) for r in runs],
+        "verdicts": {v: counts[v] for v in VERDICTS},
+        "failed_to_run": [r.cell.seed for r in runs if r.metrics is None],
+        "not_healthy": (
+            _interval(stats.failure_share(failures, len(finished))) if finished else None
+        ),
+        "accuracy": {"all": _spread(accuracy), "healthy": _spread(healthy)},
+        "gradients": _gradients(finished),
+    }
+
+
+def _run_row(run: RunResult) -> dict:
+    row = {
+        "seed": run.cell.seed,
+        "experiment": run.cell.experiment,
+        "accuracy": _round(run.accuracy),
+        "verdict": run.verdict,
+    }
+    if run.metrics is None:
+        row["error"] = run.error
+    else:
+        row.update({key: run.metrics.get(key) for key in GRADIENT_KEYS})
+    return row
+
+
+def _all_healthy(summary: Mapping) -> bool:
+    runs = [r for r in summary["runs"] if r["verdict"] != FAILED_TO_RUN]
+    return len(runs) >= 2 and all(r["verdict"] == "healthy" for r in runs)
+
+
+def _best(summaries: Sequence[Mapping]) -> Mapping | None:
+    candidates = [s for s in summaries if _all_healthy(s)]
+    return max(candidates, key=lambda s: s["accuracy"]["all"]["mean"], default=None)
+
+
+def _label(summary: Mapping, best: Mapping | None, margin: float) -> tuple[str, dict | None]:
+    """The label, and against the best: the paired difference and seeds that would decide."""
+    finished = [r for r in summary["runs"] if r["verdict"] != FAILED_TO_RUN]
+    if any(r["verdict"] != "healthy" for r in finished):
+        return "unsafe", None
+    if best is None or not _all_healthy(summary):
+        return "inconclusive", None
+    if summary is best:
+        return "recommended", {"estimate": 0.0, "low": 0.0, "high": 0.0, "seeds": len(finished)}
+    paired = _paired(_seed_accuracy(summary), _seed_accuracy(best))
+    if paired is None:
+        return "inconclusive", None
+    differences, interval = paired
+    against = {**_interval(interval), "seeds": len(differences)}
+    if interval.low >= -margin:
+        return "recommended", against
+    if interval.high < -margin:
+        return "acceptable", against
+    against["seeds_to_decide"] = stats.seeds_to_decide(differences, -margin, len(differences))
+    return "inconclusive", against
+
+
+def _seed_accuracy(summary: Mapping) -> dict[int, float]:
+    return {r["seed"]: r["accuracy"] for r in summary["runs"] if r["accuracy"] is not None}
+
+
+def _versus_none(summary: Mapping, none: Mapping | None) -> dict | None:
+    if none is None or summary is none:
+        return None
+    mine, theirs = _seed_accuracy(summary), _seed_accuracy(none)
+    paired = _paired(mine, theirs)
+    if paired is None:
+        return None
+    differences, interval = paired
+    seeds = sorted(set(mine) & set(theirs))
+    improvement = stats.probability_of_improvement(
+        [mine[s] for s in seeds], [theirs[s] for s in seeds]
+    )
+    return {
+        **_interval(interval),
+        "seeds": len(differences),
+        "probability_of_improvement": _round(improvement),
+    }
+
+
+def _headroom(plan: Plan, results: Sequence[RunResult], name: str) -> dict | None:
+    """Per ladder rate, healthy runs of all seeds; and the highest rate with every seed healthy."""
+    if not plan.ladder:
+        return None
+    found = {(r.cell.remedy, r.cell.seed, r.cell.learning_rate): r for r in results}
+    rates, highest = {}, None
+    for rate in sorted(plan.ladder):
+        runs = [found.get((name, seed, rate)) for seed in plan.seeds]
+        healthy = sum(r is not None and r.verdict == "healthy" for r in runs)
+        rates[f"{rate:g}"] = f"{healthy}/{len(runs)}"
+        if healthy == len(runs):
+            highest = rate
+    return {"healthy_runs": rates, "highest_healthy_rate": highest}
+
+
+def summarize(plan: Plan, results: Sequence[RunResult], base: str) -> dict:
+    """The report as a JSON-ready mapping (see `compare.json` in the README).
+
+    Args:
+        plan: the plan the runs came from (remedies, seeds, margin, ladder).
+        results: one per run found, finished or failed to run.
+        base: how the base params are described (a preset's name, or the file).
+    """
+    summaries = [_summary(plan, results, name) for name in plan.remedies]
+    best = _best(summaries)
+    none = next((s for s in summaries if s["name"] == "none"), None)
+    for summary in summaries:
+        summary["label"], summary["vs_best"] = _label(summary, best, plan.margin)
+        summary["vs_none"] = _versus_none(summary, none)
+        summary["headroom"] = _headroom(plan, results, summary["name"])
+    return {
+        "base": base,
+        "base_overrides": plan.presets.get(plan.base, {}) if plan.base else {},
+        "neutral": plan.neutral,
+        "seeds": list(plan.seeds),
+        "margin": plan.margin,
+        "confidence": stats.CONFIDENCE,
+        "best": best["name"] if best else None,
+        "rules": list(RULES),
+        "remedies": summaries,
+    }

@@ -1,0 +1,237 @@
+"""A compare plan: which remedies, on which base, over which seeds (read from `compare.yaml`).
+
+A remedy is a set of params overrides under a short name, applied on top of a
+neutral set (no clipping, no reaction) so that it means the same whatever the
+base params hold. A base preset is another set of overrides (`stress`, `late`)
+or, without one, the params file as it is. Every run's overrides are checked
+against the params schema before anything runs: one line names the remedy, the
+key and what was expected.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from gradguard.errors import ParamsError
+from gradguard.params import parse_params
+
+PREFIX = "cmp"  # experiment names: cmp-[<preset>-]<remedy>[-lr<rate>]-s<seed>
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One run of a compare: a remedy on one seed (and, on a ladder, one learning rate)."""
+
+    remedy: str
+    seed: int
+    learning_rate: float | None = None
+    base: str | None = None  # the preset, if any: its runs are other experiments
+
+    @property
+    def experiment(self) -> str:
+        """The DVC experiment's name: `cmp-global_norm-s101`, `cmp-late-none-lr0.3-s101`."""
+        base = "" if self.base is None else f"{self.base}-"
+        rate = "" if self.learning_rate is None else f"-lr{self.learning_rate:g}"
+        return f"{PREFIX}-{base}{self.remedy}{rate}-s{self.seed}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What `compare.yaml` says, with the choices of one command applied."""
+
+    remedies: dict[str, dict[str, Any]]  # name -> overrides (dotted key -> value)
+    presets: dict[str, dict[str, Any]]
+    neutral: dict[str, Any]
+    seeds: tuple[int, ...]
+    margin: float
+    base: str | None = None  # a preset's name, or None: the params file as it is
+    ladder: tuple[float, ...] = ()
+
+    def overrides(self, cell: Cell) -> dict[str, Any]:
+        """Every override of one run, in the order they apply: base, neutral, remedy, seed."""
+        merged = dict(self.presets[self.base]) if self.base else {}
+        merged.update(self.neutral)
+        merged.update(self.remedies[cell.remedy])
+        merged["seed"] = cell.seed
+        if cell.learning_rate is not None:
+            merged["train.learning_rate"] = cell.learning_rate
+        return merged
+
+    def cells(self, seeds: Sequence[int] | None = None, remedies=None) -> list[Cell]:
+        """The grid, remedy by remedy (compare.yaml's order), then seed, then rate."""
+        rates = (None, *self.ladder)
+        return [
+            Cell(name, seed, rate, self.base)
+            for name in (remedies or self.remedies)
+            for seed in (self.seeds if seeds is None else seeds)
+            for rate in rates
+        ]
+
+
+def _fail(where: str, what: str) -> None:
+    raise ParamsError(f"{where}: {what}")
+
+
+def _overrides(raw: Any, where: str) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping) or not all(isinstance(k, str) for k in raw):
+        _fail(where, f"{raw!r} is invalid; expected a mapping of params keys to values")
+    return dict(raw)
+
+
+def _named(raw: Mapping, key: str, source: str) -> dict[str, dict[str, Any]]:
+    table = raw.get(key)
+    if not isinstance(table, Mapping) or not table:
+        _fail(source, f"{key} is invalid; expected a mapping of names to overrides")
+    for name in table:
+        if not isinstance(name, str) or not name.replace("_", "").isalnum():
+            _fail(source, f"{key} name {name!r} is invalid; expected letters, digits and _")
+    return {name: _overrides(value, f"{source}: {key}.{name}") for name, value in table.items()}
+
+
+def parse_plan(raw: Mapping | None, source: str = "compare.yaml") -> Plan:
+    """Read a compare file's mapping: remedies, presets, neutral, seeds, first_seed, margin.
+
+    Raises:
+        ParamsError: a section is missing or malformed; the message names it.
+    """
+    if not isinstance(raw, Mapping):
+        _fail(source, f"{type(raw).__name__} is invalid; expected a YAML mapping")
+    known = {"remedies", "presets", "neutral", "seeds", "first_seed", "margin"}
+    for key in raw:
+        if key not in known:
+            _fail(source, f"{key!r} is not a known key; expected one of {sorted(known)}")
+    count, first, margin = raw.get("seeds", 5), raw.get("first_seed", 0), raw.get("margin", 0.01)
+    if not isinstance(count, int) or isinstance(count, bool) or count < 2:
+        _fail(source, f"seeds={count!r} is invalid; expected an integer >= 2")
+    if not isinstance(first, int) or isinstance(first, bool) or first < 0:
+        _fail(source, f"first_seed={first!r} is invalid; expected an integer >= 0")
+    if not isinstance(margin, int | float) or not 0 <= margin < 1 or isinstance(margin, bool):
+        _fail(source, f"margin={margin!r} is invalid; expected a number in [0, 1)")
+    return Plan(
+        remedies=_named(raw, "remedies", source),
+        presets=_named(raw, "presets", source),
+        neutral=_overrides(raw.get("neutral"), f"{source}: neutral"),
+        seeds=tuple(range(first, first + count)),
+        margin=float(margin),
+    )
+
+
+def choose(
+    plan: Plan,
+    *,
+    remedies: Sequence[str] | None = None,
+    seeds: Sequence[int] | None = None,
+    base: str | None = None,
+    ladder: Sequence[float] = (),
+) -> Plan:
+    """The plan narrowed to a command's choices; each bad choice is one line naming it.
+
+    Raises:
+        ParamsError: an unknown remedy or preset, duplicate or fewer than 2 seeds,
+            a negative seed, a learning rate that is not a positive number.
+    """
+    names = list(remedies) if remedies else list(plan.remedies)
+    for name in names:
+        if name not in plan.remedies:
+            _fail("--remedies", f"unknown remedy {name!r}; expected some of {list(plan.remedies)}")
+    if len(set(names)) != len(names):
+        _fail("--remedies", f"{','.join(names)} names a remedy twice")
+    if base is not None and base not in plan.presets:
+        _fail("--base", f"unknown preset {base!r}; expected one of {list(plan.presets)}")
+    seeds = tuple(plan.seeds if seeds is None else seeds)
+    if len(seeds) < 2:
+        _fail("seeds", f"{list(seeds)} is too few; expected at least 2 seeds (paired statistics)")
+    if len(set(seeds)) != len(seeds):
+        _fail("seeds", f"{list(seeds)} repeats a seed; expected distinct seeds")
+    if any(s < 0 for s in seeds):
+        _fail("seeds", f"{list(seeds)} holds a negative seed; expected integers >= 0")
+    if len(set(ladder)) != len(ladder) or any(not (r > 0 and math.isfinite(r)) for r in ladder):
+        _fail("--lr-ladder", f"{list(ladder)} is invalid; expected distinct numbers > 0")
+    return dataclasses.replace(
+        plan,
+        remedies={name: plan.remedies[name] for name in names},
+        seeds=seeds,
+        base=base,
+        ladder=tuple(float(r) for r in ladder),
+    )
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of a params mapping with dotted-key overrides set (as `dvc exp run -S`).
+
+    Raises:
+        ParamsError: a key that the params file does not hold (DVC, too, only
+            overrides existing keys).
+    """
+    merged = copy.deepcopy(dict(raw))
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = merged
+        for part in parents:
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if not isinstance(node, dict) or leaf not in node:
+            raise ParamsError(f"{dotted}={value!r}: no such key in the params file")
+        node[leaf] = copy.deepcopy(value)
+    return merged
+
+
+def check_plan(plan: Plan, raw_params: Mapping[str, Any]) -> None:
+    """Validate every run's params against the schema before anything runs.
+
+    Raises:
+        ParamsError: naming the remedy (or preset) and the key, e.g.
+            `remedy global_norm: params: clip_norm=-1.0 is invalid; expected ...`.
+    """
+    for cell in plan.cells(seeds=plan.seeds[:1]):
+        try:
+            parse_params(apply_overrides(raw_params, plan.overrides(cell)))
+        except ParamsError as error:
+            where = f"remedy {cell.remedy}"
+            if plan.base:
+                where += f" on preset {plan.base}"
+            if cell.learning_rate is not None:
+                where += f" at learning rate {cell.learning_rate:g}"
+            raise ParamsError(f"{where}: {error}") from error
+    for seed in plan.seeds[1:]:  # the seed is the one key that differs across the rest
+        _check_seed(raw_params, seed)
+
+
+def _check_seed(raw_params: Mapping[str, Any], seed: int) -> None:
+    try:
+        parse_params(apply_overrides(raw_params, {"seed": seed}))
+    except ParamsError as error:
+        raise ParamsError(f"seed {seed}: {error}") from error
+
+
+def matches(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> bool:
+    """Whether a finished run's params hold every override (numbers compared as numbers)."""
+    for dotted, want in overrides.items():
+        node: Any = params
+        for part in dotted.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                return False
+            node = node[part]
+        if not _same(node, want):
+            return False
+    return True
+
+
+def _same(have: Any, want: Any) -> bool:
+    if isinstance(want, list | tuple):
+        return (
+            isinstance(have, list | tuple)
+            and len(have) == len(want)
+            and all(_same(h, w) for h, w in zip(have, want, strict=True))
+        )
+    numbers = (int, float)
+    if isinstance(want, numbers) and isinstance(have, numbers):
+        both_bool = isinstance(want, bool) and isinstance(have, bool)
+        neither_bool = not isinstance(want, bool) and not isinstance(have, bool)
+        return (both_bool or neither_bool) and float(have) == float(want)
+    return have == want

@@ -1,0 +1,145 @@
+"""The compare command's three ways through: run and report, report only, one shard."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from gradguard.errors import ParamsError
+from gradguard.evaluation.compare import summarize
+from gradguard.evaluation.compare_report import markdown, plot_compare
+from gradguard.evaluation.plan import PREFIX, Cell, Plan
+from gradguard.io import atomic_path
+from stages.compare_runner import Runner
+from stages.experiments import Experiments
+
+
+def shard_of(text: str | None, refused: bool) -> tuple[int, int] | None:
+    """`K/N` as (K, N), 1 <= K <= N; ParamsError names a bad one."""
+    if text is None:
+        return None
+    try:
+        k, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        k = n = 0
+    if not 1 <= k <= n:
+        raise ParamsError(f"--shard {text!r} is invalid; expected K/N with 1 <= K <= N, e.g. 1/3")
+    if refused:
+        raise ParamsError(
+            "--shard runs one share and writes no report: drop --until-decided "
+            "and --report-only (run --report-only after `dvc exp pull`)"
+        )
+    return k, n
+
+
+class Flow:
+    def __init__(
+        self,
+        experiments: Experiments,
+        plan: Plan,
+        jobs: int,
+        *,
+        out: Path,
+        poll: float = 5.0,
+        say=print,
+    ):
+        self.plan, self.out, self.say = plan, out, say
+        self.runner = Runner(experiments, plan, jobs, say=say, poll=poll)
+        self.experiments = experiments
+
+    def run(self, until_decided: bool = False, max_seeds: int = 10) -> int:
+        """Run the grid, then (with `until_decided`) more seeds where a label is undecided."""
+        seeds = {name: list(self.plan.seeds) for name in self.plan.remedies}
+        results = {}
+        while True:
+            cells = [
+                c
+                for name in self.plan.remedies
+                for c in self.plan.cells(seeds=seeds[name], remedies=[name])
+            ]
+            results.update(self.runner.run(cells))
+            report = self._report(results)
+            more = _more_seeds(report, seeds, max_seeds) if until_decided else {}
+            if not more:
+                break
+            for name, added in more.items():
+                self.say(f"compare: {name} is undecided; adding seeds {added}")
+                seeds[name] += added
+        self._write(report, results)
+        return 1 if any(r.metrics is None for r in results.values()) else 0
+
+    def report_only(self) -> int:
+        """The report from the experiments there are (finished here, or pulled)."""
+        results = self.runner.collect(self._known_cells())
+        if not results:
+            raise ParamsError(
+                "no finished compare runs on this commit for these remedies and "
+                "seeds; run without --report-only (or `dvc exp pull` them) first"
+            )
+        self._write(self._report(results), results)
+        return 0
+
+    def shard(self, k: int, n: int) -> int:
+        """Run the K-th of N shares of the grid (every N-th cell); the report waits for all."""
+        mine = self.plan.cells()[k - 1 :: n]
+        results = self.runner.run(mine)
+        self.say(
+            f"compare: shard {k}/{n} done: {len(results)} runs; share them with "
+            "`dvc exp push origin --rev HEAD`, then `dvc exp pull` and --report-only"
+        )
+        return 1 if any(r.metrics is None for r in results.values()) else 0
+
+    def _known_cells(self) -> list[Cell]:
+        """The plan's cells, plus any extra seeds (from --until-decided) found for its remedies."""
+        prefix = f"{PREFIX}-" + (f"{self.plan.base}-" if self.plan.base else "")
+        seeds = set(self.plan.seeds)
+        for name in self.experiments.find(prefix):
+            head, _, seed = name.rpartition("-s")
+            remedy = head.removeprefix(prefix).split("-lr")[0]
+            if remedy in self.plan.remedies and seed.isdigit():
+                seeds.add(int(seed))
+        return self.plan.cells(seeds=sorted(seeds))
+
+    def _report(self, results: dict) -> dict:
+        seeds = sorted({cell.seed for cell in results} | set(self.plan.seeds))
+        plan = dataclasses.replace(self.plan, seeds=tuple(seeds))
+        return summarize(plan, list(results.values()), self.plan.base or "params.yaml")
+
+    def _write(self, report: dict, results: dict) -> None:
+        norms = {}
+        for cell, rev in sorted(self.runner.revs.items(), key=lambda item: item[0].experiment):
+            if cell.learning_rate is None and cell in results:
+                norms.setdefault(cell.remedy, []).append(self.experiments.norms(rev))
+        self.out.mkdir(parents=True, exist_ok=True)
+        plot_compare(report, norms, self.out)
+        with atomic_path(self.out / "compare.json") as tmp:
+            tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        with atomic_path(self.out / "compare.md") as tmp:
+            tmp.write_text(markdown(report), encoding="utf-8")
+        labels = ", ".join(f"{s['name']} {s['label']}" for s in report["remedies"])
+        self.say(f"compare: wrote {self.out}/compare.md, compare.json and plots: {labels}")
+
+
+def _more_seeds(report: dict, seeds: dict[str, list[int]], max_seeds: int) -> dict:
+    """remedy -> seeds to add: to each inconclusive remedy (and the best, to stay paired)."""
+    undecided = [s for s in report["remedies"] if s["label"] == "inconclusive"]
+    undecided = [s for s in undecided if len(seeds[s["name"]]) < max_seeds]
+    if not undecided:
+        return {}
+    target = max(
+        min(
+            max_seeds,
+            max(len(seeds[s["name"]]) + 1, (s["vs_best"] or {}).get("seeds_to_decide") or 0),
+        )
+        for s in undecided
+    )
+    names = [s["name"] for s in undecided] + ([report["best"]] if report["best"] else [])
+    top = max(seed for chosen in seeds.values() for seed in chosen)
+    extra = list(range(top + 1, top + 1 + max_seeds))
+    more = {}
+    for name in dict.fromkeys(names):
+        wanted = [s for s in extra if s not in seeds[name]][: max(0, target - len(seeds[name]))]
+        if wanted:
+            more[name] = wanted
+    return more

@@ -1,0 +1,131 @@
+"""Run a compare's cells as DVC experiments: reuse what finished, queue what is missing, wait.
+
+Running again runs only what is missing: a finished experiment with the
+expected params is reused, a queued or running one is waited for (the queue
+runs on in the background if this command is interrupted), one whose params
+no longer match `compare.yaml` is replaced. A run that fails to execute (a
+stage crashed: a queue or infrastructure failure, not a diverged run) is
+queued once more, then reported as failed to run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from gradguard.evaluation.compare import RunResult
+from gradguard.evaluation.plan import PREFIX, Cell, Plan, matches
+from stages.experiments import Experiments, Found
+
+
+class Runner:
+    """Drives one plan's cells through DVC's queue and collects their results."""
+
+    def __init__(
+        self,
+        experiments: Experiments,
+        plan: Plan,
+        jobs: int = 1,
+        *,
+        say: Callable[[str], None] = print,
+        poll: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.experiments, self.plan, self.jobs = experiments, plan, jobs
+        self.say, self.poll, self.clock, self.sleep = say, poll, clock, sleep
+        self.retried: set[str] = set()
+        self.revs: dict[Cell, str] = {}  # each finished run's experiment revision
+        self.to_start = False  # something was queued since the workers were last started
+
+    def run(self, cells: Sequence[Cell]) -> dict[Cell, RunResult]:
+        """Every cell's result, running those that are not finished; returns when all are."""
+        found = self.experiments.find(PREFIX)
+        results: dict[Cell, RunResult] = {}
+        for cell in cells:
+            exp = found.get(cell.experiment)
+            if exp is not None and not matches(exp.params, self.plan.overrides(cell)):
+                self.experiments.discard(exp)  # compare.yaml or params.yaml changed since
+                exp = None
+            if exp is not None and exp.state == "success" and exp.metrics:
+                results[cell] = self._finished(cell, exp)
+            elif exp is None or exp.state not in ("queued", "running"):
+                self._queue(cell, exp)
+        reused = len(results)
+        if reused:
+            self.say(f"compare: {reused}/{len(cells)} runs already done, reused")
+        self._wait([c for c in cells if c not in results], results, len(cells))
+        return results
+
+    def collect(self, cells: Sequence[Cell]) -> dict[Cell, RunResult]:
+        """The results of the cells that are finished or failed, running nothing."""
+        found = self.experiments.find(PREFIX)
+        results = {}
+        for cell in cells:
+            exp = found.get(cell.experiment)
+            if exp is None or not matches(exp.params, self.plan.overrides(cell)):
+                continue
+            if exp.state == "success" and exp.metrics:
+                results[cell] = self._finished(cell, exp)
+            elif exp.state in ("failed", "success"):
+                results[cell] = RunResult(cell, None, self.experiments.failure(exp))
+        return results
+
+    def _finished(self, cell: Cell, exp: Found) -> RunResult:
+        self.revs[cell] = exp.rev
+        return RunResult(cell, exp.metrics)
+
+    def _queue(self, cell: Cell, exp: Found | None) -> None:
+        """Queue a cell; one that failed gets one more try in this command, no more."""
+        if exp is not None:  # failed (or finished without metrics): its one retry
+            if cell.experiment in self.retried:
+                return
+            self.retried.add(cell.experiment)
+            self.experiments.discard(exp)
+        self.experiments.queue(cell.experiment, self.plan.overrides(cell))
+        self.to_start = True
+
+    def _wait(self, waiting: list[Cell], results: dict, total: int) -> None:
+        started, done_here = self.clock(), 0
+        if waiting:
+            self.experiments.start(self.jobs)  # also restarts workers of an interrupted compare
+            self.to_start = False
+        while waiting:
+            self.sleep(self.poll)
+            found = self.experiments.find(PREFIX)
+            for cell in list(waiting):
+                result = self._settle(cell, found.get(cell.experiment))
+                if result is None:
+                    continue
+                results[cell] = result
+                waiting.remove(cell)
+                done_here += 1
+                self._progress(results, total, cell, started, done_here, len(waiting))
+            if self.to_start:
+                self.experiments.start(self.jobs)  # idle workers exit; a new entry needs one
+                self.to_start = False
+
+    def _settle(self, cell: Cell, exp: Found | None) -> RunResult | None:
+        """The cell's result once it has one; None while it is queued, running or re-queued."""
+        if exp is not None and exp.state == "success" and exp.metrics:
+            return self._finished(cell, exp)
+        if exp is not None and exp.state in ("queued", "running"):
+            return None
+        if cell.experiment not in self.retried:
+            self._queue(cell, exp)
+            return None
+        error = "the experiment disappeared" if exp is None else self.experiments.failure(exp)
+        return RunResult(cell, None, error)
+
+    def _progress(self, results, total, cell, started, done_here, left) -> None:
+        result = results[cell]
+        accuracy = "" if result.accuracy is None else f" {100 * result.accuracy:.1f} %"
+        rate = "" if cell.learning_rate is None else f" lr {cell.learning_rate:g}"
+        eta = ""
+        if left:
+            minutes = (self.clock() - started) / done_here * left / 60
+            eta = f" · about {max(1, round(minutes))} min left"
+        self.say(
+            f"compare: {len(results)}/{total} done · {cell.remedy}{rate} s{cell.seed} "
+            f"{result.verdict}{accuracy}{eta}"
+        )
