@@ -31,12 +31,14 @@ class Runner:
         poll: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        check_every: float = 30.0,
     ):
         self.experiments, self.plan, self.jobs = experiments, plan, jobs
         self.say, self.poll, self.clock, self.sleep = say, poll, clock, sleep
         self.retried: set[str] = set()
         self.revs: dict[Cell, str] = {}  # each finished run's experiment revision
-        self.to_start = False  # something was queued since the workers were last started
+        self.pending: dict[str, dict] = {}  # to queue, in one call: name -> overrides
+        self.check_every = check_every  # seconds between looks at the queue itself
 
     def run(self, cells: Sequence[Cell]) -> dict[Cell, RunResult]:
         """Every cell's result, running those that are not finished; returns when all are."""
@@ -44,7 +46,7 @@ class Runner:
         results: dict[Cell, RunResult] = {}
         for cell in cells:
             exp = found.get(cell.experiment)
-            if exp is not None and not matches(exp.params, self.plan.overrides(cell)):
+            if exp is not None and exp.state == "success" and not self._current(cell, exp):
                 self.experiments.discard(exp)  # compare.yaml or params.yaml changed since
                 exp = None
             if exp is not None and exp.state == "success" and exp.metrics:
@@ -63,13 +65,16 @@ class Runner:
         results = {}
         for cell in cells:
             exp = found.get(cell.experiment)
-            if exp is None or not matches(exp.params, self.plan.overrides(cell)):
+            if exp is None or (exp.state == "success" and not self._current(cell, exp)):
                 continue
             if exp.state == "success" and exp.metrics:
                 results[cell] = self._finished(cell, exp)
             elif exp.state in ("failed", "success"):
                 results[cell] = RunResult(cell, None, self.experiments.failure(exp))
         return results
+
+    def _current(self, cell: Cell, exp: Found) -> bool:
+        return matches(exp.params, self.plan.overrides(cell))
 
     def _finished(self, cell: Cell, exp: Found) -> RunResult:
         self.revs[cell] = exp.rev
@@ -82,18 +87,30 @@ class Runner:
                 return
             self.retried.add(cell.experiment)
             self.experiments.discard(exp)
-        self.experiments.queue(cell.experiment, self.plan.overrides(cell))
-        self.to_start = True
+        self.pending[cell.experiment] = self.plan.overrides(cell)
+
+    def _flush(self) -> None:
+        """Queue what is pending and start the workers (idle ones exit; new entries need one)."""
+        if self.pending:
+            self.experiments.queue(self.pending)
+            self.pending = {}
+        self.experiments.start(self.jobs)
 
     def _wait(self, waiting: list[Cell], results: dict, total: int) -> None:
-        started, done_here = self.clock(), 0
+        started = last_look = self.clock()
+        done_here = 0
         if waiting:
-            self.experiments.start(self.jobs)  # also restarts workers of an interrupted compare
-            self.to_start = False
+            self._flush()  # also restarts the workers of an interrupted compare
         while waiting:
             self.sleep(self.poll)
-            found = self.experiments.find(PREFIX)
+            look = self.clock() - last_look >= self.check_every
+            if look:  # `dvc queue status` costs seconds: now and then, for failures
+                found, last_look = self.experiments.find(PREFIX), self.clock()
+            else:  # finished runs, from git: cheap
+                found = self.experiments.finished(PREFIX)
             for cell in list(waiting):
+                if not look and cell.experiment not in found:
+                    continue
                 result = self._settle(cell, found.get(cell.experiment))
                 if result is None:
                     continue
@@ -101,9 +118,8 @@ class Runner:
                 waiting.remove(cell)
                 done_here += 1
                 self._progress(results, total, cell, started, done_here, len(waiting))
-            if self.to_start:
-                self.experiments.start(self.jobs)  # idle workers exit; a new entry needs one
-                self.to_start = False
+            if self.pending:
+                self._flush()
 
     def _settle(self, cell: Cell, exp: Found | None) -> RunResult | None:
         """The cell's result once it has one; None while it is queued, running or re-queued."""

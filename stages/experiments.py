@@ -54,53 +54,76 @@ def set_value(key: str, value: Any) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Found:
-    """One experiment of the current baseline, as `dvc exp show --json` lists it."""
+    """One experiment of the current baseline."""
 
     name: str
     state: str  # success | queued | running | failed
     rev: str
     params: Mapping[str, Any]
     metrics: Mapping[str, Any] | None
-    log: str | None = None  # a failed run's output file, when DVC kept it
 
 
-def _found(entry: Mapping) -> Found:
-    rev = (entry.get("revs") or [{}])[0]
-    data = rev.get("data") or {}
-    executor = entry.get("executor") or {}
-    metrics = (data.get("metrics") or {}).get(EVAL, {}).get("data")
-    return Found(
-        name=entry.get("name") or rev.get("name") or "",
-        state=executor.get("state") or "success",
-        rev=rev.get("rev", ""),
-        params=(data.get("params") or {}).get("params.yaml", {}).get("data", {}),
-        metrics=metrics or None,
-        log=(executor.get("local") or {}).get("log"),
-    )
+QUEUE_STATES = {"Queued": "queued", "Running": "running", "Failed": "failed"}
 
 
 class Experiments:
-    """The experiments of one repository's current commit (its baseline)."""
+    """The experiments of one repository's current commit (its baseline).
+
+    Finished experiments are read from git (their refs and committed files: cheap,
+    so they can be polled); queued, running and failed ones from `dvc queue status`.
+    """
 
     def __init__(self, root: str | Path = "."):
         self.root = Path(root)
+        self._read: dict[str, tuple[dict, dict | None]] = {}  # commit -> (params, metrics)
 
-    def find(self, prefix: str) -> dict[str, Found]:
-        """name -> experiment, for each one whose name starts with `prefix`."""
-        rows = json.loads(dvc("exp", "show", "--json", cwd=self.root) or "[]")
-        found: dict[str, Found] = {}
-        for row in rows:
-            for entry in row.get("experiments") or []:
-                exp = _found(entry)
-                if exp.name.startswith(prefix) and (
-                    exp.name not in found or found[exp.name].state != "success"
-                ):
-                    found[exp.name] = exp  # a finished one wins over a stale queue entry
+    def _git(self, *args: str) -> str:
+        done = subprocess.run(
+            ["git", *args], cwd=self.root, capture_output=True, text=True, check=False
+        )
+        return done.stdout if done.returncode == 0 else ""
+
+    def finished(self, prefix: str) -> dict[str, Found]:
+        """name -> experiment, for each finished one on this commit named `prefix...`."""
+        head = self._git("rev-parse", "HEAD").strip()
+        if not head:
+            raise DvcError(f"{self.root.resolve()}: not a git repository with a commit")
+        refs = self._git(
+            "for-each-ref", "--format=%(objectname) %(refname)", f"refs/exps/{head[:2]}/{head[2:]}/"
+        )
+        found = {}
+        for line in refs.splitlines():
+            rev, ref = line.split(" ", 1)
+            name = ref.rsplit("/", 1)[-1]
+            if name.startswith(prefix):
+                params, metrics = self._files(rev)
+                found[name] = Found(name, "success", rev, params, metrics)
         return found
 
-    def queue(self, name: str, overrides: Mapping[str, Any]) -> None:
-        sets = [arg for key, value in overrides.items() for arg in ("-S", set_value(key, value))]
-        dvc("exp", "run", "--queue", "--quiet", "-n", name, *sets, cwd=self.root)
+    def _files(self, rev: str) -> tuple[dict, dict | None]:
+        if rev not in self._read:
+            params = yaml.safe_load(self._git("show", f"{rev}:params.yaml") or "{}") or {}
+            metrics = self._git("show", f"{rev}:{EVAL}")
+            self._read[rev] = (params, json.loads(metrics) if metrics else None)
+        return self._read[rev]
+
+    def find(self, prefix: str) -> dict[str, Found]:
+        """Every experiment named `prefix...`: finished, queued, running or failed."""
+        found = {}
+        for line in dvc("queue", "status", cwd=self.root).splitlines()[1:]:
+            fields = line.split()
+            if len(fields) >= 2 and fields[1].startswith(prefix) and fields[-1] in QUEUE_STATES:
+                found[fields[1]] = Found(fields[1], QUEUE_STATES[fields[-1]], fields[0], {}, None)
+        return {**found, **self.finished(prefix)}  # a finished one wins over its old entries
+
+    def queue(self, entries: Mapping[str, Mapping[str, Any]]) -> None:
+        """Queue experiments {name: overrides} in one process (DVC's API: no start-up each)."""
+        from dvc.repo import Repo
+
+        with Repo(str(self.root)) as repo:
+            for name, overrides in entries.items():
+                sets = [set_value(key, value) for key, value in overrides.items()]
+                repo.experiments.run(params=sets, queue=True, name=name)
 
     def start(self, jobs: int) -> None:
         dvc("queue", "start", "-j", str(jobs), cwd=self.root)
@@ -115,10 +138,10 @@ class Experiments:
     def failure(self, exp: Found) -> str:
         """The last line a failed run printed (its error), or a pointer to `dvc queue logs`."""
         try:
-            lines = Path(exp.log).read_text(errors="replace").splitlines() if exp.log else []
-        except OSError:
-            lines = []
-        lines = [line.strip() for line in lines if line.strip()]
+            text = dvc("queue", "logs", exp.name, cwd=self.root)
+        except DvcError:
+            text = ""
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
         return lines[-1][:300] if lines else f"see `dvc queue logs {exp.name}`"
 
     def norms(self, rev: str) -> tuple[list[int], list[float]]:

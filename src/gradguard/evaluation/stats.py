@@ -151,7 +151,7 @@ def seeds_to_decide(differences: Sequence[float], margin: float, seeds_now: int)
     """
     values = np.asarray(differences, np.float64)
     distance = abs(float(values.mean()) - margin)
-    if distance == 0.0 or len(values) < 2:
+    if distance <= 1e-12 or len(values) < 2:  # on the margin, to rounding
         return None
     spread = float(values.std(ddof=1))
     # The t-based half-width of the mean at 95 %, an estimate of the bootstrap's.

@@ -1,0 +1,401 @@
+"""The compare command without DVC: its plan, its labels on constructed runs, its CLI, its runner.
+
+The runner is driven through a fake of `stages.experiments.Experiments` that
+moves queued entries to finished (or failed) one poll later, as DVC's queue would.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gradguard.errors import ParamsError
+from gradguard.evaluation.compare import RunResult, summarize
+from gradguard.evaluation.compare_report import markdown, plot_compare
+from gradguard.evaluation.plan import Cell, apply_overrides, check_plan, choose, matches, parse_plan
+from stages import compare
+from stages.compare_flow import _more_seeds, shard_of
+from stages.compare_runner import Runner
+from stages.experiments import Found, set_value
+
+ROOT = Path(__file__).resolve().parents[1]
+REMEDIES = ["none", "value", "norm", "global_norm", "agc", "autoclip", "zscore", "skip", "rollback"]
+
+
+@pytest.fixture
+def plan():
+    return parse_plan(yaml.safe_load((ROOT / "compare.yaml").read_text()))
+
+
+@pytest.fixture
+def raw_params():
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_the_committed_plan_has_the_default_remedies_presets_and_five_seeds(plan, raw_params):
+    assert list(plan.remedies) == REMEDIES
+    assert set(plan.presets) == {"stress", "late"}
+    assert len(plan.seeds) == 5 and len(set(plan.seeds)) == 5
+    for base in (None, "stress", "late"):
+        check_plan(choose(plan, base=base), raw_params)  # every run's params pass the schema
+
+
+def test_a_run_applies_preset_then_neutral_then_remedy_then_seed(plan):
+    chosen = choose(plan, base="late", remedies=["global_norm"], seeds=[3, 4])
+    (first, _) = chosen.cells()
+    assert first == Cell("global_norm", 3, None, "late")
+    assert first.experiment == "cmp-late-global_norm-s3"
+    merged = chosen.overrides(first)
+    assert merged["train.learning_rate"] == 0.3 and merged["init_scale"] == 1.0
+    assert merged["clip_norm"] == 1.0 and merged["train.on_explosion"] == "none"
+    assert list(merged)[-1] == "seed" and merged["seed"] == 3
+    ladder = choose(plan, remedies=["none"], seeds=[1, 2], ladder=[0.1])
+    assert [c.experiment for c in ladder.cells()] == [
+        "cmp-none-s1",
+        "cmp-none-lr0.1-s1",
+        "cmp-none-s2",
+        "cmp-none-lr0.1-s2",
+    ]
+    assert ladder.overrides(ladder.cells()[1])["train.learning_rate"] == 0.1
+
+
+@pytest.mark.parametrize(
+    ("choice", "message"),
+    [
+        ({"remedies": ["none", "clipper"]}, "--remedies: unknown remedy 'clipper'"),
+        ({"remedies": ["none", "none"]}, "names a remedy twice"),
+        ({"base": "storm"}, "--base: unknown preset 'storm'"),
+        ({"seeds": [1, 2, 1]}, "repeats a seed"),
+        ({"seeds": [1]}, "expected at least 2 seeds"),
+        ({"seeds": [-1, 2]}, "negative seed"),
+        ({"ladder": [0.1, -0.3]}, "--lr-ladder"),
+    ],
+)
+def test_bad_choices_are_one_line_naming_them(plan, choice, message):
+    with pytest.raises(ParamsError, match=message.replace("[", r"\[")) as caught:
+        choose(plan, **choice)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("remedy", "message"),
+    [
+        ({"clip_nrom": 1.0}, "remedy bad: clip_nrom=1.0: no such key"),
+        ({"train.epoch": 3}, "remedy bad: train.epoch=3: no such key"),
+        ({"clip_norm": -1.0}, "remedy bad: params: clip_norm=-1.0 is invalid"),
+        ({"clip_mode": "sometimes"}, "remedy bad: params: clip_mode='sometimes' is invalid"),
+    ],
+)
+def test_a_remedy_the_schema_refuses_is_named_with_its_key(plan, raw_params, remedy, message):
+    bad = choose(plan)
+    bad.remedies["bad"] = remedy
+    with pytest.raises(ParamsError, match=message):
+        check_plan(bad, raw_params)
+
+
+def test_overrides_set_existing_keys_only_and_matching_compares_numbers_as_numbers():
+    raw = {"seed": 1, "train": {"learning_rate": 0.1}, "model": {"filters": [4]}}
+    merged = apply_overrides(raw, {"train.learning_rate": 1, "model.filters": [8, 8]})
+    assert merged == {"seed": 1, "train": {"learning_rate": 1}, "model": {"filters": [8, 8]}}
+    assert raw["model"]["filters"] == [4]  # the original is untouched
+    assert matches(merged, {"train.learning_rate": 1.0, "model.filters": [8, 8]})
+    assert not matches(merged, {"model.filters": [8]})
+    assert not matches({"skip": 1}, {"skip": True})  # a bool is not a number here
+    assert not matches(merged, {"train.momentum": 0.9})
+
+
+def test_set_values_are_yaml_as_dvc_parses_them():
+    assert set_value("clip_norm", None) == "clip_norm=null"
+    assert set_value("model.filters", [16, 16]) == "model.filters=[16, 16]"
+    assert set_value("train.learning_rate", 0.3) == "train.learning_rate=0.3"
+    assert set_value("train.on_explosion", "none") == "train.on_explosion=none"
+    assert set_value("skip_nonfinite", True) == "skip_nonfinite=true"
+
+
+# --- labels, on constructed runs -----------------------------------------------------------
+
+
+def runs_of(plan, table):
+    """RunResults from {remedy: [(accuracy, verdict) per seed]}."""
+    return [
+        RunResult(Cell(name, seed), {"accuracy": acc, "verdict": verdict, "max_grad_norm": 2.0})
+        for name, rows in table.items()
+        for seed, (acc, verdict) in zip(plan.seeds, rows, strict=True)
+    ]
+
+
+def small_plan(plan, names, seeds=(1, 2, 3, 4)):
+    return choose(plan, remedies=names, seeds=list(seeds))
+
+
+def test_each_label_rule_on_a_constructed_case(plan):
+    chosen = small_plan(plan, ["none", "global_norm", "norm", "agc", "autoclip"])
+    ok = "healthy"
+    table = {
+        "none": [(0.90, ok), (0.80, ok), (0.85, ok), (0.95, ok)],
+        # the best: the highest mean, all healthy
+        "global_norm": [(0.96, ok), (0.94, ok), (0.95, ok), (0.97, ok)],
+        # the same as the best on every seed: the interval is [0, 0], within any margin
+        "norm": [(0.96, ok), (0.94, ok), (0.95, ok), (0.97, ok)],
+        # exactly 5 points worse on every seed: the interval is [-0.05, -0.05] < -0.01
+        "agc": [(0.91, ok), (0.89, ok), (0.90, ok), (0.92, ok)],
+        # one run collapsed: unsafe, however good the rest
+        "autoclip": [(0.99, ok), (0.10, "collapsed"), (0.99, ok), (0.99, ok)],
+    }
+    report = summarize(chosen, runs_of(chosen, table), "params.yaml")
+    by = {s["name"]: s for s in report["remedies"]}
+    assert report["best"] == "global_norm"
+    assert by["global_norm"]["label"] == "recommended"
+    assert by["norm"]["label"] == "recommended"
+    assert by["norm"]["vs_best"] == {"estimate": 0.0, "low": 0.0, "high": 0.0, "seeds": 4}
+    assert by["agc"]["label"] == "acceptable"
+    assert by["agc"]["vs_best"]["low"] == by["agc"]["vs_best"]["high"] == pytest.approx(-0.05)
+    assert by["autoclip"]["label"] == "unsafe"
+    assert by["autoclip"]["verdicts"] == {
+        "healthy": 3,
+        "diverged": 0,
+        "exploded": 0,
+        "collapsed": 1,
+    }
+    # Clopper-Pearson, 1 failure in 4: low solves 1 - (1-p)^4 = 0.025, so 1 - 0.975^(1/4);
+    # high solves (1-p)^4 + 4p(1-p)^3 = 0.025 (root found by hand with bisection: 0.8058796)
+    share = by["autoclip"]["not_healthy"]
+    assert share["estimate"] == 0.25
+    assert share["low"] == pytest.approx(1 - 0.975**0.25, abs=1e-6)
+    assert share["high"] == pytest.approx(0.8058796, abs=1e-6)
+    # 0 of 4: the exact upper bound is 1 - 0.025^(1/4)
+    assert by["none"]["not_healthy"]["high"] == pytest.approx(1 - 0.025**0.25, abs=1e-6)
+    # against none: global_norm is +0.08 on average, better on every seed
+    assert by["global_norm"]["vs_none"]["estimate"] == pytest.approx(0.08)
+    assert by["global_norm"]["vs_none"]["low"] > 0
+    # over all runs the collapsed run counts; over the healthy ones it does not
+    assert by["autoclip"]["accuracy"]["all"]["mean"] == pytest.approx((0.99 * 3 + 0.10) / 4)
+    assert by["autoclip"]["accuracy"]["healthy"]["mean"] == pytest.approx(0.99)
+
+
+def test_an_interval_that_straddles_the_margin_is_inconclusive_with_seeds_to_decide(plan):
+    chosen = small_plan(plan, ["global_norm", "zscore"])
+    ok = "healthy"
+    table = {
+        "global_norm": [(0.95, ok), (0.95, ok), (0.95, ok), (0.95, ok)],
+        # differences -0.03, +0.01, -0.02, 0.00: mean -0.01 sits on the margin itself
+        "zscore": [(0.92, ok), (0.96, ok), (0.93, ok), (0.95, ok)],
+    }
+    report = summarize(chosen, runs_of(chosen, table), "params.yaml")
+    zscore = report["remedies"][1]
+    assert zscore["label"] == "inconclusive"
+    assert zscore["vs_best"]["estimate"] == pytest.approx(-0.01)
+    assert zscore["vs_best"]["low"] < -0.01 <= zscore["vs_best"]["high"]
+    assert zscore["vs_best"]["seeds_to_decide"] is None  # on the margin: no number decides it
+    table["zscore"] = [(0.92, ok), (0.97, ok), (0.93, ok), (0.95, ok)]  # mean -0.0075
+    zscore = summarize(chosen, runs_of(chosen, table), "params.yaml")["remedies"][1]
+    assert zscore["label"] == "inconclusive" and zscore["vs_best"]["seeds_to_decide"] > 4
+
+
+def test_a_failed_run_is_not_a_verdict_and_the_report_is_byte_stable(plan, tmp_path):
+    chosen = small_plan(plan, ["none", "skip"], seeds=(1, 2, 3))
+    results = runs_of(chosen, {"none": [(0.9, "healthy")] * 3, "skip": [(0.9, "healthy")] * 3})
+    results[-1] = RunResult(Cell("skip", 3), None, "MemoryError")
+    report = summarize(chosen, results, "stress")
+    skip = report["remedies"][1]
+    assert skip["failed_to_run"] == [3] and skip["verdicts"]["healthy"] == 2
+    assert skip["runs"][-1] == {
+        "seed": 3,
+        "experiment": "cmp-skip-s3",
+        "accuracy": None,
+        "verdict": "failed to run",
+        "error": "MemoryError",
+    }
+    assert skip["label"] == "recommended"  # 2 healthy paired seeds, equal to the best
+    text = markdown(report)
+    assert "failed to run twice (not a divergence): MemoryError" in text
+    assert text.index("## Labels") < text.index("| remedy | label")  # rules before the table
+    assert markdown(json.loads(json.dumps(report))) == text
+    norms = {"none": [([1, 2, 3], [1.0, 2.0, 4.0]), ([1, 2], [1.0, 8.0])]}
+    first = [p.read_bytes() for p in plot_compare(report, norms, tmp_path / "a")]
+    again = [p.read_bytes() for p in plot_compare(report, norms, tmp_path / "b")]
+    assert first == again and all(b.startswith(b"\x89PNG") for b in first)
+    keys = {"base", "seeds", "remedies"}
+    assert keys <= set(report) and {"name", "params", "label", "runs"} <= set(skip)
+
+
+# --- the CLI: bad input is one line, exit status 2, nothing queued ---------------------------
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    """A folder with the committed compare.yaml and params.yaml, and no DVC repository."""
+    for name in ("compare.yaml", "params.yaml"):
+        (tmp_path / name).write_text((ROOT / name).read_text())
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--remedies", "none,clipper"], "unknown remedy 'clipper'"),
+        (["--base", "storm"], "unknown preset 'storm'"),
+        (["--seed-list", "4,5,4"], "repeats a seed"),
+        (["--seed-list", "4"], "at least 2 seeds"),
+        (["--seeds", "1"], "at least 2 seeds"),
+        (["--seeds", "3", "--seed-list", "1,2"], "give one of them"),
+        (["--shard", "3/2"], "--shard '3/2' is invalid"),
+        (["--shard", "1/2", "--until-decided"], "writes no report"),
+        (["--config", "missing.yaml"], "missing.yaml: file not found"),
+    ],
+)
+def test_bad_command_lines_exit_2_with_one_line(workspace, capsys, argv, message):
+    assert compare.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("compare: error: ") and message in err and err.count("\n") == 1
+    assert not (workspace / "reports").exists()
+
+
+@pytest.mark.parametrize(
+    ("remedy", "message"),
+    [
+        ("{clip_nrom: 1.0}", "remedy bad: clip_nrom=1.0: no such key"),
+        ("{clip_norm: -1.0}", "remedy bad: params: clip_norm=-1.0 is invalid"),
+        ("[1, 2]", "remedies.bad: [1, 2] is invalid"),
+    ],
+)
+def test_a_bad_remedy_in_compare_yaml_exits_2_naming_it(workspace, capsys, remedy, message):
+    text = (workspace / "compare.yaml").read_text()
+    (workspace / "compare.yaml").write_text(
+        text.replace("remedies:\n", f"remedies:\n  bad: {remedy}\n")
+    )
+    assert compare.main([]) == 2
+    assert message in capsys.readouterr().err
+
+
+# --- the runner, against a fake queue --------------------------------------------------------
+
+
+class FakeQueue:
+    """DVC's queue as the runner sees it: a queued entry finishes (or fails) one poll later."""
+
+    def __init__(self, fail=(), fail_once=()):
+        self.entries: dict[str, Found] = {}
+        self.queued: list[str] = []
+        self.removed: list[str] = []
+        self.starts = 0
+        self.fail, self.fail_once = set(fail), set(fail_once)
+
+    def _advance(self):
+        for name, exp in list(self.entries.items()):
+            if exp.state == "queued":
+                failed = name in self.fail or name in self.fail_once
+                self.fail_once.discard(name)
+                state, metrics = ("failed", None) if failed else ("success", self.metrics(name))
+                self.entries[name] = Found(name, state, f"rev-{name}", exp.params, metrics)
+
+    def find(self, prefix):
+        self._advance()
+        return {n: e for n, e in self.entries.items() if n.startswith(prefix)}
+
+    def finished(self, prefix):
+        self._advance()
+        return {n: e for n, e in self.find(prefix).items() if e.state == "success"}
+
+    @staticmethod
+    def metrics(name):
+        return {"accuracy": 0.9 + int(name.rsplit("-s", 1)[1]) / 1000, "verdict": "healthy"}
+
+    def queue(self, entries):
+        for name, overrides in entries.items():
+            self.queued.append(name)
+            params: dict = {}
+            for dotted, value in overrides.items():  # nested, as params.yaml holds them
+                *parents, leaf = dotted.split(".")
+                node = params
+                for part in parents:
+                    node = node.setdefault(part, {})
+                node[leaf] = value
+            self.entries[name] = Found(name, "queued", "", params, None)
+
+    def start(self, jobs):
+        self.starts += 1
+
+    def discard(self, exp):
+        self.removed.append(exp.name)
+        del self.entries[exp.name]
+
+    def failure(self, exp):
+        return "OSError: disk full"
+
+
+def runner_for(queue, plan, lines):
+    return Runner(queue, plan, 2, say=lines.append, poll=0, sleep=lambda s: None, check_every=0)
+
+
+def test_the_runner_queues_what_is_missing_then_reuses_it(plan):
+    chosen = small_plan(plan, ["none", "global_norm"], seeds=(1, 2))
+    queue, lines = FakeQueue(), []
+    results = runner_for(queue, chosen, lines).run(chosen.cells())
+    assert sorted(queue.queued) == sorted(c.experiment for c in chosen.cells())
+    assert {c: r.accuracy for c, r in results.items()} == {
+        c: pytest.approx(0.9 + c.seed / 1000) for c in chosen.cells()
+    }
+    assert lines[-1].startswith("compare: 4/4 done · ") and "healthy 90." in lines[-1]
+    assert "about" in lines[0] and "min left" in lines[0]
+    queue.queued.clear()
+    again = []
+    assert runner_for(queue, chosen, again).run(chosen.cells()) == results
+    assert queue.queued == [] and again == ["compare: 4/4 runs already done, reused"]
+
+
+def test_a_run_that_fails_to_execute_is_requeued_once_then_reported(plan):
+    chosen = small_plan(plan, ["none"], seeds=(1, 2, 3))
+    queue = FakeQueue(fail={"cmp-none-s2"}, fail_once={"cmp-none-s3"})
+    results = runner_for(queue, chosen, []).run(chosen.cells())
+    assert queue.queued.count("cmp-none-s2") == 2 and queue.queued.count("cmp-none-s3") == 2
+    by_seed = {c.seed: r for c, r in results.items()}
+    assert by_seed[2].metrics is None and by_seed[2].error == "OSError: disk full"
+    assert by_seed[3].verdict == "healthy"  # its second try ran
+
+
+def test_a_run_whose_params_changed_is_replaced_and_queued_runs_are_waited_for(plan):
+    chosen = small_plan(plan, ["none", "global_norm"], seeds=(1, 2))
+    queue = FakeQueue()
+    stale = {**chosen.overrides(Cell("global_norm", 1)), "clip_norm": 5}
+    queue.queue({"cmp-global_norm-s1": stale})
+    queue.find("cmp")  # it finished, when compare.yaml said 5.0; it says 1.0 now
+    queue.queue({"cmp-none-s1": chosen.overrides(Cell("none", 1))})  # left by an interrupted run
+    queue.queued.clear()
+    runner_for(queue, chosen, []).run(chosen.cells())
+    assert queue.removed == ["cmp-global_norm-s1"]
+    assert "cmp-none-s1" not in queue.queued and "cmp-global_norm-s1" in queue.queued
+
+
+def test_shards_are_disjoint_and_cover_the_grid(plan):
+    cells = choose(plan, seeds=[1, 2, 3]).cells()
+    shares = [cells[k - 1 :: 4] for k in range(1, 5)]
+    assert sorted(c.experiment for share in shares for c in share) == sorted(
+        c.experiment for c in cells
+    )
+    assert shard_of("2/4", False) == (2, 4) and shard_of(None, True) is None
+    for bad in ("0/2", "2", "a/b", "1/0"):
+        with pytest.raises(ParamsError, match="--shard"):
+            shard_of(bad, False)
+
+
+def test_until_decided_adds_the_same_new_seeds_to_the_undecided_and_the_best():
+    report = {
+        "best": "global_norm",
+        "remedies": [
+            {"name": "global_norm", "label": "recommended", "vs_best": None},
+            {"name": "zscore", "label": "inconclusive", "vs_best": {"seeds_to_decide": 7}},
+            {"name": "none", "label": "unsafe", "vs_best": None},
+        ],
+    }
+    seeds = {"global_norm": [1, 2, 3], "zscore": [1, 2, 3], "none": [1, 2, 3]}
+    assert _more_seeds(report, seeds, max_seeds=6) == {
+        "zscore": [4, 5, 6],
+        "global_norm": [4, 5, 6],
+    }
+    seeds = {name: [1, 2, 3, 4, 5, 6] for name in seeds}
+    assert _more_seeds(report, seeds, max_seeds=6) == {}  # at the limit
