@@ -54,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
     add("--lr-ladder", type=_numbers(float), default=[], help="e.g. 0.01,0.03,0.1,0.3")
     add("--shard", help="K/N: run only the K-th of N disjoint shares of the grid (no report)")
     add("--out", default="reports", help="the report's folder (default %(default)s)")
-    add("--poll", type=float, default=5.0, help=argparse.SUPPRESS)
+    add("--poll", type=float, default=5.0, help="seconds between looks (default %(default)s)")
     return cli
 
 

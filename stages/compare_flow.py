@@ -66,7 +66,7 @@ class Flow:
             for name, added in more.items():
                 self.say(f"compare: {name} is undecided; adding seeds {added}")
                 seeds[name] += added
-        self._write(report, results)
+        self._write(results)
         return 1 if any(r.metrics is None for r in results.values()) else 0
 
     def report_only(self) -> int:
@@ -77,7 +77,7 @@ class Flow:
                 "no finished compare runs on this commit for these remedies and "
                 "seeds; run without --report-only (or `dvc exp pull` them) first"
             )
-        self._write(self._report(results), results)
+        self._write(results)
         return 0
 
     def shard(self, k: int, n: int) -> int:
@@ -106,11 +106,20 @@ class Flow:
         plan = dataclasses.replace(self.plan, seeds=tuple(seeds))
         return summarize(plan, list(results.values()), self.plan.base or "params.yaml")
 
-    def _write(self, report: dict, results: dict) -> None:
-        norms = {}
+    def _write(self, results: dict) -> None:
+        """Read each finished run's cached records, then write the report and its plots."""
+        norms, enriched = {}, dict(results)
         for cell, rev in sorted(self.runner.revs.items(), key=lambda item: item[0].experiment):
-            if cell.learning_rate is None and cell in results:
-                norms.setdefault(cell.remedy, []).append(self.experiments.norms(rev))
+            if cell not in results:
+                continue
+            curve, summary = self.experiments.recorded(rev)
+            growth = summary.get("weight_growth")
+            enriched[cell] = dataclasses.replace(
+                results[cell], metrics={**results[cell].metrics, "weight_growth": growth}
+            )
+            if cell.learning_rate is None:
+                norms.setdefault(cell.remedy, []).append(curve)
+        report = self._report(enriched)
         self.out.mkdir(parents=True, exist_ok=True)
         plot_compare(report, norms, self.out)
         with atomic_path(self.out / "compare.json") as tmp:

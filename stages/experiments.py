@@ -22,6 +22,7 @@ import yaml
 
 NORMS = "metrics/train/plots/steps/pre_clip_norm.tsv"  # per-step pre-clip global norm
 EVAL = "metrics/eval.json"
+TRAIN_SUMMARY = "metrics/train/metrics.json"  # DVCLive's summary; its `run` has weight_growth
 
 
 class DvcError(RuntimeError):
@@ -144,13 +145,19 @@ class Experiments:
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         return lines[-1][:300] if lines else f"see `dvc queue logs {exp.name}`"
 
-    def norms(self, rev: str) -> tuple[list[int], list[float]]:
-        """The per-step pre-clip norms an experiment recorded (empty when not in the cache)."""
+    def recorded(self, rev: str) -> tuple[tuple[list[int], list[float]], dict]:
+        """What an experiment recorded in DVC's cache: its per-step pre-clip norms and its
+        training summary (DVCLive's `run` section); empty when not in the cache."""
         from dvc.api import DVCFileSystem
 
+        fs = DVCFileSystem(str(self.root), rev=rev)
         try:
-            text = DVCFileSystem(str(self.root), rev=rev).read_text(NORMS)
+            rows = list(csv.DictReader(io.StringIO(fs.read_text(NORMS)), delimiter="\t"))
         except Exception:  # not pulled, or never recorded: no curve
-            return [], []
-        rows = list(csv.DictReader(io.StringIO(text), delimiter="\t"))
-        return [int(r["step"]) for r in rows], [float(r["pre_clip_norm"]) for r in rows]
+            rows = []
+        try:
+            summary = json.loads(fs.read_text(TRAIN_SUMMARY)).get("run", {})
+        except Exception:  # as above
+            summary = {}
+        steps = [int(r["step"]) for r in rows]
+        return (steps, [float(r["pre_clip_norm"]) for r in rows]), summary

@@ -23,6 +23,7 @@ VERDICTS = ("healthy", "diverged", "exploded", "collapsed")
 FAILED_TO_RUN = "failed to run"  # a queue or infrastructure failure: not a verdict
 LABELS = ("recommended", "acceptable", "unsafe", "inconclusive")
 GRADIENT_KEYS = ("max_grad_norm", "clip_fraction", "skipped_steps", "rollbacks")
+RUN_KEYS = (*GRADIENT_KEYS, "first_nonfinite_step", "weight_growth")  # per run, when known
 RULES = (
     "`unsafe`: at least one of the remedy's runs is not `healthy` (diverged, exploded or "
     "collapsed).",
@@ -105,7 +106,7 @@ def _remedy_runs(plan: Plan, results: Sequence[RunResult], name: str) -> list[Ru
 
 def _gradients(finished: Sequence[RunResult]) -> dict:
     out = {}
-    for key in GRADIENT_KEYS:
+    for key in (*GRADIENT_KEYS, "weight_growth"):
         values = [r.metrics.get(key) for r in finished]
         values = [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
         if not values:
@@ -148,7 +149,7 @@ def _run_row(run: RunResult) -> dict:
     if run.metrics is None:
         row["error"] = run.error
     else:
-        row.update({key: run.metrics.get(key) for key in GRADIENT_KEYS})
+        row.update({key: run.metrics.get(key) for key in RUN_KEYS})
     return row
 
 
