@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from gradguard.evaluation import stats
 from gradguard.evaluation.stats import (
     failure_share,
     iqm,
@@ -71,3 +72,18 @@ def test_seeds_to_decide_scales_the_half_width_as_one_over_root_n():
     # Already clear of the margin: one more seed at least, never fewer than now.
     assert seeds_to_decide([0.5, 0.5001, 0.4999], margin=0.0, seeds_now=3) == 4
     assert math.isclose(np.mean([0.01, 0.03]), 0.02)
+
+
+def test_decide_places_the_interval_against_the_tolerance():
+    # A constant difference is its own interval: -0.05 is beyond a tolerance of 0.01 ...
+    beyond = stats.decide([0.90, 0.85, 0.80], [0.95, 0.90, 0.85], tolerance=0.01)
+    assert beyond.outcome == "beyond" and beyond.interval.high == pytest.approx(-0.05)
+    # ... and within one of 0.06; no difference at all is within any tolerance.
+    assert stats.decide([0.90, 0.85, 0.80], [0.95, 0.90, 0.85], tolerance=0.06).outcome == "within"
+    assert stats.decide([0.9, 0.8], [0.9, 0.8], tolerance=0.0).outcome == "within"
+    # Differences -0.03, +0.01, -0.02, 0.00 (mean -0.01): resampled means reach from -0.03 to
+    # +0.01, so a tolerance of 0.005 lies inside the interval: more seeds are needed.
+    straddle = stats.decide([0.92, 0.96, 0.93, 0.95], [0.95, 0.95, 0.95, 0.95], tolerance=0.005)
+    assert straddle.outcome == "straddles" and straddle.seeds == 4
+    assert -0.03 <= straddle.interval.low < -0.005 <= straddle.interval.high <= 0.01
+    assert straddle.seeds_to_decide > 4

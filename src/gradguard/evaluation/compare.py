@@ -172,17 +172,17 @@ def _label(summary: Mapping, best: Mapping | None, margin: float) -> tuple[str, 
         return "inconclusive", None
     if summary is best:
         return "recommended", {"estimate": 0.0, "low": 0.0, "high": 0.0, "seeds": len(finished)}
-    paired = _paired(_seed_accuracy(summary), _seed_accuracy(best))
-    if paired is None:
+    mine, theirs = _seed_accuracy(summary), _seed_accuracy(best)
+    seeds = sorted(set(mine) & set(theirs))
+    if len(seeds) < 2:
         return "inconclusive", None
-    differences, interval = paired
-    against = {**_interval(interval), "seeds": len(differences)}
-    if interval.low >= -margin:
+    decision = stats.decide([mine[s] for s in seeds], [theirs[s] for s in seeds], margin)
+    against = {**_interval(decision.interval), "seeds": decision.seeds}
+    if decision.outcome == "within":
         return "recommended", against
-    if interval.high < -margin:
+    if decision.outcome == "beyond":
         return "acceptable", against
-    against["seeds_to_decide"] = stats.seeds_to_decide(differences, -margin, len(differences))
-    return "inconclusive", against
+    return "inconclusive", {**against, "seeds_to_decide": decision.seeds_to_decide}
 
 
 def _seed_accuracy(summary: Mapping) -> dict[int, float]:

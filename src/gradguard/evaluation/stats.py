@@ -159,3 +159,38 @@ def seeds_to_decide(differences: Sequence[float], margin: float, seeds_now: int)
 
     half_width = t.ppf(0.975, len(values) - 1) * spread / math.sqrt(len(values))
     return max(seeds_now + 1, math.ceil(seeds_now * (half_width / distance) ** 2))
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    """Where a paired difference's interval lies against a tolerance.
+
+    `within`: the whole interval is at or above -tolerance (no credible loss beyond it);
+    `beyond`: the whole interval is below -tolerance (a credible loss beyond it);
+    `straddles`: it holds -tolerance strictly inside, so more seeds are needed
+    (`seeds_to_decide`, None when the mean sits on the bound).
+    """
+
+    outcome: str  # within | beyond | straddles
+    interval: Interval
+    seeds: int
+    seeds_to_decide: int | None = None
+
+
+def decide(first: Sequence[float], second: Sequence[float], tolerance: float) -> Decision:
+    """Is `first` credibly worse than `second` by more than `tolerance` (higher is better)?
+
+    The compare report's labels and the seeded gate's verdicts both come from here:
+    the mean of `first - second` over paired seeds with `paired_difference`'s interval.
+
+    Raises:
+        ValueError: as `paired_difference`.
+    """
+    interval = paired_difference(first, second)
+    n = len(first)
+    if interval.low >= -tolerance:
+        return Decision("within", interval, n)
+    if interval.high < -tolerance:
+        return Decision("beyond", interval, n)
+    differences = np.asarray(first, np.float64) - np.asarray(second, np.float64)
+    return Decision("straddles", interval, n, seeds_to_decide(differences, -tolerance, n))
