@@ -123,7 +123,10 @@ class Flow:
         self.out.mkdir(parents=True, exist_ok=True)
         plot_compare(report, norms, self.out)
         with atomic_path(self.out / "compare.json") as tmp:
-            tmp.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            tmp.write_text(
+                json.dumps(report, indent=2, sort_keys=True, allow_nan=False) + "\n",
+                encoding="utf-8",
+            )
         with atomic_path(self.out / "compare.md") as tmp:
             tmp.write_text(markdown(report), encoding="utf-8")
         labels = ", ".join(f"{s['name']} {s['label']}" for s in report["remedies"])

@@ -106,6 +106,9 @@ class Runner:
             look = self.clock() - last_look >= self.check_every
             if look:  # `dvc queue status` costs seconds: now and then, for failures
                 found, last_look = self.experiments.find(PREFIX), self.clock()
+                states = {found[c.experiment].state for c in waiting if c.experiment in found}
+                if "queued" in states and "running" not in states:
+                    self.experiments.start(self.jobs)  # its workers were stopped: restart
             else:  # finished runs, from git: cheap
                 found = self.experiments.finished(PREFIX)
             for cell in list(waiting):

@@ -149,8 +149,15 @@ def _run_row(run: RunResult) -> dict:
     if run.metrics is None:
         row["error"] = run.error
     else:
-        row.update({key: run.metrics.get(key) for key in RUN_KEYS})
+        row.update({key: _finite(run.metrics.get(key)) for key in RUN_KEYS})
     return row
+
+
+def _finite(value):
+    """A value for strict JSON: a non-finite number (a blown-up run's norm) becomes None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _all_healthy(summary: Mapping) -> bool:
