@@ -11,7 +11,15 @@ import sys
 import pytest
 import yaml
 
-from gradguard.evaluation.gate import GateUsageError, Rule, check, check_rule, markdown, parse_rules
+from gradguard.evaluation.gate import (
+    GateUsageError,
+    Rule,
+    check,
+    check_rule,
+    check_seeded,
+    markdown,
+    parse_rules,
+)
 from stages import gate as gate_stage
 
 ACCURACY = Rule("m.json:accuracy", "higher", abs_tol=0.005)
@@ -157,3 +165,42 @@ def test_a_bad_rules_file_is_a_usage_error_not_a_regression(tmp_path, monkeypatc
     assert gate_stage.main_cli(["--rules", "missing.yaml"]) == 2
     err = capsys.readouterr().err
     assert "not valid YAML" in err and "got list" in err and "not found" in err
+
+
+# --- the seeded decision, on constructed pairs ------------------------------------------------
+
+
+def test_seeded_clear_regression_fails_with_its_constant_interval():
+    # every seed 5 points worse: the change is -0.05 on each, so the interval is [-0.05, -0.05]
+    verdict = check_seeded(ACCURACY, [1, 2, 3], [0.95, 0.96, 0.97], [0.90, 0.91, 0.92])
+    assert verdict.outcome == "fail"
+    assert verdict.interval.low == pytest.approx(-0.05) == verdict.interval.high
+    assert verdict.noise == pytest.approx(0.01)  # std of 0.95, 0.96, 0.97
+    assert "changed by -0.05 on average over 3 seeds" in verdict.reason
+
+
+def test_seeded_no_change_passes_and_a_straddle_is_inconclusive():
+    same = check_seeded(ACCURACY, [1, 2], [0.9, 0.8], [0.9, 0.8])
+    assert same.outcome == "pass" and same.interval.low == same.interval.high == 0.0
+    # changes -0.03, +0.01, -0.02, 0.00: resampled means span -0.03..+0.01, the mean -0.01
+    # is beyond the tolerance -0.005 and +0.01 within it, so the 95 % interval holds -0.005
+    straddle = check_seeded(ACCURACY, [1, 2, 3, 4], [0.95] * 4, [0.92, 0.96, 0.93, 0.95])
+    assert straddle.outcome == "inconclusive"
+    assert straddle.interval.low < -0.005 <= straddle.interval.high <= 0.01
+    assert straddle.seeds_to_decide > 4
+
+
+def test_seeded_lower_rules_use_the_baseline_mean_and_verdict_rules_any_seed():
+    norm = Rule("m.json:max_grad_norm", "lower", rel_tol=9.0)
+    # tolerance 9 x mean(2, 4) = 27; growth of +98 on each seed is beyond it
+    grown = check_seeded(norm, [1, 2], [2.0, 4.0], [100.0, 102.0])
+    assert grown.outcome == "fail" and grown.tolerance == pytest.approx(27.0)
+    assert grown.interval.low == pytest.approx(98.0) == grown.interval.high
+    assert check_seeded(norm, [1, 2], [2.0, 4.0], [20.0, 30.0]).outcome == "pass"  # +22 avg
+    blown = check_seeded(norm, [1, 2], [2.0, 4.0], [3.0, math.inf])
+    assert blown.outcome == "fail" and blown.reason.startswith("seed 2: ")
+    healthy = Rule("m.json:healthy", "equal", expect=True)
+    one_bad = check_seeded(healthy, [5, 6, 7], [True] * 3, [True, False, True])
+    assert one_bad.outcome == "fail" and one_bad.reason.startswith("seed 6: ")
+    with pytest.raises(GateUsageError, match="at least 2"):
+        check_seeded(healthy, [5], [True], [True])

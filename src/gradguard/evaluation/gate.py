@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -191,3 +192,72 @@ def markdown(verdicts: Sequence[Verdict], baseline: str) -> str:
     broken = sum(not v.ok for v in verdicts)
     lines += ["", f"Rules holding: {len(verdicts) - broken} of {len(verdicts)}."]
     return "\n".join(lines) + "\n"
+
+
+# --- the seeded gate: the same rules over paired seeds ----------------------------------------
+
+OUTCOMES = ("pass", "fail", "inconclusive")
+
+
+@dataclasses.dataclass(frozen=True)
+class SeededVerdict:
+    """A rule applied to the same seeds run on the baseline and on the workspace.
+
+    A numeric rule fails only when the whole 95 % interval of the mean paired change
+    lies beyond its tolerance, passes when the whole interval is within it, and is
+    inconclusive when the interval straddles it (`seeds_to_decide` says roughly how
+    many seeds would decide). A verdict rule (`equal`) fails if any seed breaks it.
+    """
+
+    rule: Rule
+    seeds: tuple[int, ...]
+    old: tuple
+    new: tuple
+    outcome: str  # pass | fail | inconclusive
+    reason: str
+    tolerance: float | None = None
+    interval: Any = None  # stats.Interval of the mean change new - old, when numeric
+    noise: float | None = None  # std across seeds of the baseline's values
+    seeds_to_decide: int | None = None
+
+
+def check_seeded(rule: Rule, seeds: Sequence[int], old: Sequence, new: Sequence) -> SeededVerdict:
+    """Judge one rule over paired seeds (old[i] and new[i] come from seeds[i]).
+
+    Raises:
+        GateUsageError: fewer than 2 pairs, or a numeric rule on values that are not numbers.
+    """
+    from gradguard.evaluation import stats
+
+    seeds, old, new = tuple(seeds), tuple(old), tuple(new)
+    if len(seeds) < 2 or not len(seeds) == len(old) == len(new):
+        raise GateUsageError(
+            f"{rule.metric}: {len(old)} and {len(new)} values for {len(seeds)} "
+            "seeds; expected one pair per seed, at least 2"
+        )
+    single = [check_rule(rule, o, n) for o, n in zip(old, new, strict=True)]
+    broken = [(s, v) for s, v in zip(seeds, single, strict=True) if not v.ok]
+    if rule.direction == "equal" or not all(math.isfinite(float(v)) for v in (*old, *new)):
+        # verdict rules, and NaN/inf anywhere: seed by seed (a non-finite run fails its seed)
+        reason = "ok" if not broken else f"seed {broken[0][0]}: {broken[0][1].reason}"
+        return SeededVerdict(rule, seeds, old, new, "fail" if broken else "pass", reason)
+    sign = 1.0 if rule.direction == "higher" else -1.0  # so that higher is better
+    mean_old = sum(float(v) for v in old) / len(old)
+    tolerance = rule.abs_tol if rule.rel_tol is None else rule.rel_tol * abs(mean_old)
+    decision = stats.decide(
+        [sign * float(v) for v in new], [sign * float(v) for v in old], tolerance
+    )
+    oriented = decision.interval  # of sign * (new - old)
+    low, high = sorted((sign * oriented.low, sign * oriented.high))
+    interval = stats.Interval(sign * oriented.estimate, low, high)  # of new - old itself
+    outcome = {"within": "pass", "beyond": "fail", "straddles": "inconclusive"}[decision.outcome]
+    reason = "ok"
+    if outcome != "pass":
+        reason = (
+            f"{rule.metric} changed by {interval.estimate:+.6g} on average over {len(seeds)} "
+            f"seeds (95 % interval {low:+.6g} to {high:+.6g}); {rule.describe()}"
+        )
+    noise = statistics.stdev(float(v) for v in old)  # what a single-run gate faces
+    return SeededVerdict(
+        rule, seeds, old, new, outcome, reason, tolerance, interval, noise, decision.seeds_to_decide
+    )
