@@ -9,7 +9,7 @@ from pathlib import Path
 from gradguard.errors import ParamsError
 from gradguard.evaluation.compare import summarize
 from gradguard.evaluation.compare_report import markdown, plot_compare
-from gradguard.evaluation.plan import PREFIX, Cell, Plan
+from gradguard.evaluation.plan import Cell, Plan
 from gradguard.io import atomic_path
 from stages.compare_runner import Runner
 from stages.experiments import Experiments
@@ -92,7 +92,7 @@ class Flow:
 
     def _known_cells(self) -> list[Cell]:
         """The plan's cells, plus any extra seeds (from --until-decided) found for its remedies."""
-        prefix = f"{PREFIX}-" + (f"{self.plan.base}-" if self.plan.base else "")
+        prefix = f"{self.plan.prefix}-" + (f"{self.plan.base}-" if self.plan.base else "")
         seeds = set(self.plan.seeds)
         for name in self.experiments.find(prefix):
             head, _, seed = name.rpartition("-s")

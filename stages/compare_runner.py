@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from gradguard.evaluation.compare import RunResult
-from gradguard.evaluation.plan import PREFIX, Cell, Plan, matches
+from gradguard.evaluation.plan import Cell, Plan, matches
 from stages.experiments import Experiments, Found
 
 
@@ -42,7 +42,7 @@ class Runner:
 
     def run(self, cells: Sequence[Cell]) -> dict[Cell, RunResult]:
         """Every cell's result, running those that are not finished; returns when all are."""
-        found = self.experiments.find(PREFIX)
+        found = self.experiments.find(self.plan.prefix)
         results: dict[Cell, RunResult] = {}
         for cell in cells:
             exp = found.get(cell.experiment)
@@ -61,7 +61,7 @@ class Runner:
 
     def collect(self, cells: Sequence[Cell]) -> dict[Cell, RunResult]:
         """The results of the cells that are finished or failed, running nothing."""
-        found = self.experiments.find(PREFIX)
+        found = self.experiments.find(self.plan.prefix)
         results = {}
         for cell in cells:
             exp = found.get(cell.experiment)
@@ -105,12 +105,12 @@ class Runner:
             self.sleep(self.poll)
             look = self.clock() - last_look >= self.check_every
             if look:  # `dvc queue status` costs seconds: now and then, for failures
-                found, last_look = self.experiments.find(PREFIX), self.clock()
+                found, last_look = self.experiments.find(self.plan.prefix), self.clock()
                 states = {found[c.experiment].state for c in waiting if c.experiment in found}
                 if "queued" in states and "running" not in states:
                     self.experiments.start(self.jobs)  # its workers were stopped: restart
             else:  # finished runs, from git: cheap
-                found = self.experiments.finished(PREFIX)
+                found = self.experiments.finished(self.plan.prefix)
             for cell in list(waiting):
                 if not look and cell.experiment not in found:
                     continue

@@ -1,7 +1,14 @@
 """gate: fail when the workspace's metrics regress against a baseline git revision.
 
+With one seed (the default) it compares the committed metrics of the two revisions.
+With --seeds N (or `seeds: N` in the rules file) it runs both revisions' pipelines over
+the same N seeds (params.yaml's seed and the next ones) as DVC experiments, and judges
+each rule on the paired per-seed changes with a 95 % bootstrap interval.
+
 Exit 0 when every rule holds, 1 with one line per broken rule, 2 for usage
-errors (unknown revision, metric missing on one side, non-numeric value).
+errors (unknown revision, metric missing on one side, non-numeric value), 3 when
+no rule broke but some were inconclusive (their interval straddles the tolerance:
+more seeds would decide them).
 """
 
 from __future__ import annotations
@@ -14,8 +21,10 @@ from pathlib import Path
 
 import yaml
 
+from gradguard.errors import ParamsError
 from gradguard.evaluation.gate import GateUsageError, check, markdown, parse_rules
 from gradguard.io import atomic_path
+from gradguard.params import load_params
 
 
 def metrics_diff(baseline: str) -> dict:
@@ -43,6 +52,10 @@ def main_cli(argv: list[str] | None = None) -> int:
     cli.add_argument("--baseline", default="main", help="git revision to compare against")
     cli.add_argument("--rules", default="gate.yaml", help="the rules file")
     cli.add_argument("--md", help="also write the markdown report to this file")
+    cli.add_argument(
+        "--seeds", type=int, help="paired seeds per side (default: the rules file's, 1)"
+    )
+    cli.add_argument("--jobs", type=int, default=1, help="DVC queue workers for seeded runs")
     args = cli.parse_args(argv)
     try:
         rules_file = Path(args.rules)
@@ -54,8 +67,12 @@ def main_cli(argv: list[str] | None = None) -> int:
             detail = " ".join(str(error).split())
             raise GateUsageError(f"{rules_file}: not valid YAML ({detail})") from error
         rules = parse_rules(raw)  # before running DVC: a bad rules file fails fast
+        count = _count(args.seeds if args.seeds is not None else raw.get("seeds", 1))
+        if count > 1:  # params.yaml's seed and the next ones
+            first = load_params("params.yaml").seed
+            return _seeded(rules, args, list(range(first, first + count)))
         verdicts = check(metrics_diff(args.baseline), rules)
-    except GateUsageError as error:
+    except (GateUsageError, ParamsError) as error:
         print(f"gate: error: {error}", file=sys.stderr)
         return 2
     report = markdown(verdicts, args.baseline)
@@ -67,6 +84,34 @@ def main_cli(argv: list[str] | None = None) -> int:
     for verdict in broken:
         print(f"gate: FAIL {verdict.reason}", file=sys.stderr)
     return 1 if broken else 0
+
+
+def _count(count) -> int:
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise GateUsageError(f"seeds={count!r}; expected an integer >= 1")
+    return count
+
+
+def _seeded(rules, args, seeds: list[int]) -> int:
+    from stages.experiments import DvcError
+    from stages.gate_seeded import run_seeded, seeded_markdown
+
+    try:
+        verdicts = run_seeded(rules, args.baseline, seeds, args.jobs)
+    except (GateUsageError, DvcError, ParamsError) as error:
+        print(f"gate: error: {error}", file=sys.stderr)
+        return 2
+    report = seeded_markdown(verdicts, args.baseline)
+    print(report)
+    if args.md:
+        with atomic_path(args.md) as tmp:
+            tmp.write_text(report, encoding="utf-8")
+    for verdict in verdicts:
+        if verdict.outcome != "pass":
+            print(f"gate: {verdict.outcome.upper()} {verdict.reason}", file=sys.stderr)
+    if any(v.outcome == "fail" for v in verdicts):
+        return 1
+    return 3 if any(v.outcome == "inconclusive" for v in verdicts) else 0
 
 
 if __name__ == "__main__":

@@ -30,13 +30,14 @@ class Cell:
     seed: int
     learning_rate: float | None = None
     base: str | None = None  # the preset, if any: its runs are other experiments
+    prefix: str = PREFIX  # whose runs: `cmp` (compare), `gate` (the seeded gate)
 
     @property
     def experiment(self) -> str:
         """The DVC experiment's name: `cmp-global_norm-s101`, `cmp-late-none-lr0.3-s101`."""
         base = "" if self.base is None else f"{self.base}-"
         rate = "" if self.learning_rate is None else f"-lr{self.learning_rate:g}"
-        return f"{PREFIX}-{base}{self.remedy}{rate}-s{self.seed}"
+        return f"{self.prefix}-{base}{self.remedy}{rate}-s{self.seed}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Plan:
     margin: float
     base: str | None = None  # a preset's name, or None: the params file as it is
     ladder: tuple[float, ...] = ()
+    prefix: str = PREFIX  # of its experiments' names
 
     def overrides(self, cell: Cell) -> dict[str, Any]:
         """Every override of one run, in the order they apply: base, neutral, remedy, seed."""
@@ -65,7 +67,7 @@ class Plan:
         """The grid, remedy by remedy (compare.yaml's order), then seed, then rate."""
         rates = (None, *self.ladder)
         return [
-            Cell(name, seed, rate, self.base)
+            Cell(name, seed, rate, self.base, self.prefix)
             for name in (remedies or self.remedies)
             for seed in (self.seeds if seeds is None else seeds)
             for rate in rates

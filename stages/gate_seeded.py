@@ -1,0 +1,124 @@
+"""The seeded gate: the workspace's pipeline and a baseline revision's, each over the same seeds.
+
+Both sides run as DVC experiments named `gate-run-s<seed>` (the compare command's
+runner): the workspace's on its commit, the baseline's in a temporary git worktree
+of that revision that shares this repository's DVC cache, so a stage anyone ran
+before (here, or pulled with `dvc pull --run-cache`) is restored, not run, and a
+baseline run finished by an earlier gate is found by its git ref and reused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from gradguard.evaluation.gate import GateUsageError, Rule, SeededVerdict, check_seeded, json_value
+from gradguard.evaluation.plan import Plan
+from stages.compare_runner import Runner
+from stages.experiments import EVAL, Experiments, dvc
+
+PREFIX = "gate"
+
+
+def plan_for(seeds: Sequence[int]) -> Plan:
+    """One "remedy" (the pipeline as committed) over the seeds: `gate-run-s<seed>`."""
+    return Plan(
+        remedies={"run": {}}, presets={}, neutral={}, seeds=tuple(seeds), margin=0.0, prefix=PREFIX
+    )
+
+
+@contextlib.contextmanager
+def worktree(rev: str) -> Iterator[Path]:
+    """A temporary git worktree of `rev` that uses this repository's DVC cache."""
+    cache = dvc("cache", "dir").strip() or str(Path(".dvc/cache").resolve())
+    with tempfile.TemporaryDirectory(prefix="gate-baseline-") as folder:
+        root = Path(folder) / "repo"
+        done = subprocess.run(
+            ["git", "worktree", "add", "--detach", "-q", str(root), rev],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise GateUsageError(f"baseline {rev!r}: {done.stderr.strip() or 'not a revision'}")
+        try:
+            dvc("cache", "dir", "--local", str(Path(cache).resolve()), cwd=root)
+            yield root
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(root)], check=False)
+
+
+def _values(rule: Rule, metrics: dict) -> object:
+    file, _, key = rule.metric.rpartition(":")
+    if file != EVAL:
+        raise GateUsageError(f"{rule.metric}: the seeded gate reads {EVAL} only")
+    value = metrics
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise GateUsageError(f"{rule.metric}: not in a run's {EVAL}")
+        value = value[part]
+    return value
+
+
+def run_seeded(
+    rules: Sequence[Rule], baseline: str, seeds: Sequence[int], jobs: int = 1, say=print
+) -> list[SeededVerdict]:
+    """Run (or reuse) both sides' seeds, then judge every rule over the pairs."""
+    plan = plan_for(seeds)
+    say(f"gate: the workspace's pipeline over seeds {list(seeds)}")
+    new = Runner(Experiments("."), plan, jobs, say=say).run(plan.cells())
+    say(f"gate: {baseline}'s pipeline over the same seeds")
+    with worktree(baseline) as root:
+        old = Runner(Experiments(root), plan, jobs, say=say).run(plan.cells())
+    failed = [c.experiment for c, r in {**new, **old}.items() if r.metrics is None]
+    if failed:
+        raise GateUsageError(f"runs failed to run (not a regression): {', '.join(failed)}")
+    cells = plan.cells()
+    return [
+        check_seeded(
+            rule,
+            seeds,
+            [_values(rule, old[c].metrics) for c in cells],
+            [_values(rule, new[c].metrics) for c in cells],
+        )
+        for rule in rules
+    ]
+
+
+def seeded_markdown(verdicts: Sequence[SeededVerdict], baseline: str) -> str:
+    """The report: per rule the per-seed pairs, the mean change with its interval, the verdict."""
+    seeds = verdicts[0].seeds if verdicts else ()
+    lines = [
+        f"### Metrics gate against `{baseline}`, over {len(seeds)} paired seeds",
+        "",
+        "| metric | "
+        + " | ".join(f"s{s}: base → now" for s in seeds)
+        + " | mean change [95 % CI] | tolerance | noise (std, base) | verdict |",
+        "|---" * (len(seeds) + 5) + "|",
+    ]
+    for v in verdicts:
+        pairs = [f"{json_value(o)} → {json_value(n)}" for o, n in zip(v.old, v.new, strict=True)]
+        change = (
+            "-"
+            if v.interval is None
+            else (f"{v.interval.estimate:+.4g} [{v.interval.low:+.4g}, {v.interval.high:+.4g}]")
+        )
+        verdict = {"pass": "pass", "fail": "**FAIL**", "inconclusive": "inconclusive"}[v.outcome]
+        if v.outcome == "inconclusive" and v.seeds_to_decide:
+            verdict += f" (about {v.seeds_to_decide} seeds would decide)"
+        tolerance = v.rule.describe()
+        noise = "-" if v.noise is None else f"{v.noise:.4g}"
+        lines.append(
+            f"| `{v.rule.metric}` | {' | '.join(pairs)} | {change} | {tolerance} | {noise} "
+            f"| {verdict} |"
+        )
+    counts = {o: sum(v.outcome == o for v in verdicts) for o in ("pass", "fail", "inconclusive")}
+    lines += [
+        "",
+        f"Rules: {counts['pass']} pass, {counts['fail']} fail, "
+        f"{counts['inconclusive']} inconclusive.",
+    ]
+    return "\n".join(lines) + "\n"
