@@ -32,6 +32,7 @@ class Runner:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         check_every: float = 30.0,
+        label: str = "compare",
     ):
         self.experiments, self.plan, self.jobs = experiments, plan, jobs
         self.say, self.poll, self.clock, self.sleep = say, poll, clock, sleep
@@ -39,6 +40,7 @@ class Runner:
         self.revs: dict[Cell, str] = {}  # each finished run's experiment revision
         self.pending: dict[str, dict] = {}  # to queue, in one call: name -> overrides
         self.check_every = check_every  # seconds between looks at the queue itself
+        self.label = label  # the command's name, first on its progress lines
 
     def run(self, cells: Sequence[Cell]) -> dict[Cell, RunResult]:
         """Every cell's result, running those that are not finished; returns when all are."""
@@ -55,7 +57,7 @@ class Runner:
                 self._queue(cell, exp)
         reused = len(results)
         if reused:
-            self.say(f"compare: {reused}/{len(cells)} runs already done, reused")
+            self.say(f"{self.label}: {reused}/{len(cells)} runs already done, reused")
         self._wait([c for c in cells if c not in results], results, len(cells))
         return results
 
@@ -145,6 +147,6 @@ class Runner:
             minutes = (self.clock() - started) / done_here * left / 60
             eta = f" · about {max(1, round(minutes))} min left"
         self.say(
-            f"compare: {len(results)}/{total} done · {cell.remedy}{rate} s{cell.seed} "
+            f"{self.label}: {len(results)}/{total} done · {cell.remedy}{rate} s{cell.seed} "
             f"{result.verdict}{accuracy}{eta}"
         )

@@ -7,6 +7,7 @@ environment), so each run is an ordinary experiment: `dvc exp show` lists it,
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -121,7 +122,8 @@ class Experiments:
         """Queue experiments {name: overrides} in one process (DVC's API: no start-up each)."""
         from dvc.repo import Repo
 
-        with Repo(str(self.root)) as repo:
+        # DVC's API works relative to the current folder (its git stash too): go there.
+        with contextlib.chdir(self.root), Repo(".") as repo:
             for name, overrides in entries.items():
                 sets = [set_value(key, value) for key, value in overrides.items()]
                 repo.experiments.run(params=sets, queue=True, name=name)

@@ -69,10 +69,10 @@ def run_seeded(
     """Run (or reuse) both sides' seeds, then judge every rule over the pairs."""
     plan = plan_for(seeds)
     say(f"gate: the workspace's pipeline over seeds {list(seeds)}")
-    new = Runner(Experiments("."), plan, jobs, say=say).run(plan.cells())
+    new = Runner(Experiments("."), plan, jobs, say=say, label="gate").run(plan.cells())
     say(f"gate: {baseline}'s pipeline over the same seeds")
     with worktree(baseline) as root:
-        old = Runner(Experiments(root), plan, jobs, say=say).run(plan.cells())
+        old = Runner(Experiments(root), plan, jobs, say=say, label="gate").run(plan.cells())
     failed = [c.experiment for c, r in {**new, **old}.items() if r.metrics is None]
     if failed:
         raise GateUsageError(f"runs failed to run (not a regression): {', '.join(failed)}")

@@ -34,5 +34,5 @@ def test_a_seeded_gate_runs_both_revisions_on_the_same_seeds_and_reuses_them(
     assert names == ["gate-run-s7", "gate-run-s7", "gate-run-s8", "gate-run-s8"]
     assert len(sh("git", "worktree", "list", cwd=repo).splitlines()) == 1  # removed
     again_status, again = sh(*gate, cwd=repo, check=False)
-    assert again_status == status and again.count("2/2 runs already done, reused") == 2
+    assert again_status == status and again.count("gate: 2/2 runs already done, reused") == 2
     assert " done · " not in again  # nothing trained the second time

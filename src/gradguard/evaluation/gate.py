@@ -249,7 +249,8 @@ def check_seeded(rule: Rule, seeds: Sequence[int], old: Sequence, new: Sequence)
     )
     oriented = decision.interval  # of sign * (new - old)
     low, high = sorted((sign * oriented.low, sign * oriented.high))
-    interval = stats.Interval(sign * oriented.estimate, low, high)  # of new - old itself
+    low, high = low + 0.0, high + 0.0  # no "-0" in the report
+    interval = stats.Interval(sign * oriented.estimate + 0.0, low, high)  # of new - old
     outcome = {"within": "pass", "beyond": "fail", "straddles": "inconclusive"}[decision.outcome]
     reason = "ok"
     if outcome != "pass":
