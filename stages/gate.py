@@ -75,15 +75,19 @@ def main_cli(argv: list[str] | None = None) -> int:
     except (GateUsageError, ParamsError) as error:
         print(f"gate: error: {error}", file=sys.stderr)
         return 2
-    report = markdown(verdicts, args.baseline)
-    print(report)
-    if args.md:
-        with atomic_path(args.md) as tmp:
-            tmp.write_text(report, encoding="utf-8")
+    _publish(markdown(verdicts, args.baseline), args.md)
     broken = [v for v in verdicts if not v.ok]
     for verdict in broken:
         print(f"gate: FAIL {verdict.reason}", file=sys.stderr)
     return 1 if broken else 0
+
+
+def _publish(report: str, md: str | None) -> None:
+    """Print the markdown report and, with --md, write it there (atomically)."""
+    print(report)
+    if md:
+        with atomic_path(md) as tmp:
+            tmp.write_text(report, encoding="utf-8")
 
 
 def _count(count) -> int:
@@ -101,11 +105,7 @@ def _seeded(rules, args, seeds: list[int]) -> int:
     except (GateUsageError, DvcError, ParamsError) as error:
         print(f"gate: error: {error}", file=sys.stderr)
         return 2
-    report = seeded_markdown(verdicts, args.baseline)
-    print(report)
-    if args.md:
-        with atomic_path(args.md) as tmp:
-            tmp.write_text(report, encoding="utf-8")
+    _publish(seeded_markdown(verdicts, args.baseline), args.md)
     for verdict in verdicts:
         if verdict.outcome != "pass":
             print(f"gate: {verdict.outcome.upper()} {verdict.reason}", file=sys.stderr)

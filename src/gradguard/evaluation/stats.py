@@ -101,37 +101,16 @@ def paired_difference(
     return Interval(mean, float(ci.low), float(ci.high))
 
 
-def mean_interval(
-    values: Sequence[float],
-    *,
-    confidence: float = CONFIDENCE,
-    resamples: int = RESAMPLES,
-    seed: int = BOOTSTRAP_SEED,
-) -> Interval:
-    """The mean of `values` with a percentile bootstrap interval (a fixed generator).
+def mean_interval(values: Sequence[float], **bootstrap_options) -> Interval:
+    """The mean of `values` with `paired_difference`'s interval against zeros.
+
+    Resampling the pairs (v, 0) resamples the values: the percentile bootstrap of the
+    mean, with the same fixed generator. Options as `paired_difference`'s.
 
     Raises:
         ValueError: fewer than 2 values.
     """
-    from scipy.stats import bootstrap
-
-    data = np.asarray(values, np.float64)
-    if data.ndim != 1 or len(data) < 2:
-        raise ValueError(f"{len(data)} values; expected at least 2")
-    mean = float(data.mean())
-    if np.all(data == data[0]):
-        return Interval(mean, mean, mean)
-    result = bootstrap(
-        (data,),
-        np.mean,
-        vectorized=True,
-        confidence_level=confidence,
-        n_resamples=resamples,
-        method="percentile",
-        rng=np.random.default_rng(seed),
-    )
-    ci = result.confidence_interval
-    return Interval(mean, float(ci.low), float(ci.high))
+    return paired_difference(values, [0.0] * len(values), **bootstrap_options)
 
 
 def probability_of_improvement(first: Sequence[float], second: Sequence[float]) -> float:
