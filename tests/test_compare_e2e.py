@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -96,8 +97,10 @@ def test_a_killed_compare_resumes_and_trains_no_run_twice(repo):
     os.kill(running.pid, signal.SIGKILL)
     running.wait()
     out = compare(repo, *args)
-    assert "compare: 4/6 runs already done, reused" in out
-    assert out.count(" done · ") == 2  # the two seed-3 runs, waited for or queued now
+    reused = re.search(r"compare: (\d)/6 runs already done, reused", out)
+    assert reused is not None and int(reused.group(1)) >= 4, out[-3000:]
+    # the rest (the seed-3 runs still queued or running, or queued now) finish here
+    assert int(reused.group(1)) + out.count(" done · ") == 6, out[-3000:]
     assert set(queue_tasks(repo).values()) == {1}  # none trained twice
     report = json.loads((repo / "reports" / "compare.json").read_text())
     assert report["seeds"] == [1, 2, 3]
