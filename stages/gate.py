@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -29,17 +28,14 @@ from gradguard.params import load_params
 
 def metrics_diff(baseline: str) -> dict:
     """`dvc metrics diff --json --all <baseline>`, parsed. Raises GateUsageError if DVC fails."""
-    done = subprocess.run(
-        [sys.executable, "-m", "dvc", "metrics", "diff", "--json", "--all", baseline],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        detail = " ".join((done.stderr or done.stdout).split())
-        raise GateUsageError(f"dvc metrics diff {baseline} failed: {detail}")
+    from stages.experiments import DvcError, dvc
+
     try:
-        return json.loads(done.stdout or "{}")
+        out = dvc("metrics", "diff", "--json", "--all", baseline)
+    except DvcError as error:
+        raise GateUsageError(f"{error} (baseline {baseline})") from error
+    try:
+        return json.loads(out or "{}")
     except json.JSONDecodeError as error:
         raise GateUsageError(
             f"dvc metrics diff {baseline}: output is not JSON ({error})"
