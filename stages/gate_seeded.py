@@ -1,10 +1,12 @@
 """The seeded gate: the workspace's pipeline and a baseline revision's, each over the same seeds.
 
-Both sides run as DVC experiments named `gate-run-s<seed>` (the compare command's
-runner): the workspace's on its commit, the baseline's in a temporary git worktree
-of that revision that shares this repository's DVC cache, so a stage anyone ran
-before (here, or pulled with `dvc pull --run-cache`) is restored, not run, and a
-baseline run finished by an earlier gate is found by its git ref and reused.
+Both sides run as DVC experiments (the compare command's runner): the baseline's in a
+temporary git worktree of that revision that shares this repository's DVC cache, so a
+stage anyone ran before (here, or pulled with `dvc pull --run-cache`) is restored, not
+run. A commit's runs are named `gate-run-s<seed>` and found again by their git refs: a
+later gate against that commit reuses them. A workspace with uncommitted changes has no
+such identity, so its runs are `gate-wip-s<seed>`, run afresh each time (the previous
+ones are removed first) and never taken for a commit's.
 """
 
 from __future__ import annotations
@@ -23,11 +25,23 @@ from stages.experiments import EVAL, Experiments, dvc
 PREFIX = "gate"
 
 
-def plan_for(seeds: Sequence[int]) -> Plan:
-    """One "remedy" (the pipeline as committed) over the seeds: `gate-run-s<seed>`."""
+def plan_for(seeds: Sequence[int], side: str = "run") -> Plan:
+    """One "remedy" (the pipeline as it is) over the seeds: `gate-<side>-s<seed>`."""
     return Plan(
-        remedies={"run": {}}, presets={}, neutral={}, seeds=tuple(seeds), margin=0.0, prefix=PREFIX
+        remedies={side: {}}, presets={}, neutral={}, seeds=tuple(seeds), margin=0.0, prefix=PREFIX
     )
+
+
+def uncommitted(root: str | Path = ".") -> bool:
+    """Whether tracked files differ from the commit (what a DVC experiment would carry)."""
+    done = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return bool(done.stdout.strip())
 
 
 @contextlib.contextmanager
@@ -67,22 +81,27 @@ def run_seeded(
     rules: Sequence[Rule], baseline: str, seeds: Sequence[int], jobs: int = 1, say=print
 ) -> list[SeededVerdict]:
     """Run (or reuse) both sides' seeds, then judge every rule over the pairs."""
-    plan = plan_for(seeds)
+    dirty = uncommitted()
+    mine, theirs = plan_for(seeds, "wip" if dirty else "run"), plan_for(seeds)
+    here = Experiments(".")
+    if dirty:
+        say("gate: the workspace has uncommitted changes: its runs are run afresh")
+        for exp in here.find(f"{PREFIX}-wip-").values():
+            here.discard(exp)
     say(f"gate: the workspace's pipeline over seeds {list(seeds)}")
-    new = Runner(Experiments("."), plan, jobs, say=say, label="gate").run(plan.cells())
+    new = Runner(here, mine, jobs, say=say, label="gate").run(mine.cells())
     say(f"gate: {baseline}'s pipeline over the same seeds")
     with worktree(baseline) as root:
-        old = Runner(Experiments(root), plan, jobs, say=say, label="gate").run(plan.cells())
+        old = Runner(Experiments(root), theirs, jobs, say=say, label="gate").run(theirs.cells())
     failed = [c.experiment for c, r in {**new, **old}.items() if r.metrics is None]
     if failed:
         raise GateUsageError(f"runs failed to run (not a regression): {', '.join(failed)}")
-    cells = plan.cells()
     return [
         check_seeded(
             rule,
             seeds,
-            [_values(rule, old[c].metrics) for c in cells],
-            [_values(rule, new[c].metrics) for c in cells],
+            [_values(rule, old[c].metrics) for c in theirs.cells()],
+            [_values(rule, new[c].metrics) for c in mine.cells()],
         )
         for rule in rules
     ]
