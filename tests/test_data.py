@@ -171,21 +171,6 @@ def test_image_folder_errors(tmp_path):
         load_source(DataParams(source="folder", path=str(tmp_path)))
 
 
-@pytest.mark.parametrize(
-    ("x", "y", "fragment"),
-    [
-        (np.zeros((0, 8, 8), np.uint8), np.zeros(0, np.int64), "holds no images"),
-        (np.zeros((30, 8, 8), np.uint8), np.zeros(30, np.int64), "a single class"),
-    ],
-)
-def test_an_npz_without_images_or_with_one_class_is_one_line(tmp_path, x, y, fragment):
-    path = tmp_path / "mine.npz"
-    np.savez(path, x=x, y=y)
-    with pytest.raises(DataError, match=fragment) as error:
-        load_source(DataParams(source="npz", path=str(path)))
-    assert str(error.value).startswith(f"{path}: ") and "\n" not in str(error.value)
-
-
 def test_helpers_accept_good_arrays_unchanged():
     x = normalise_images(np.full((2, 3, 3, 1), 7, np.uint8), "x")
     assert x.shape == (2, 3, 3, 1) and x.dtype == np.uint8 and (x == 7).all()

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from gradguard.data.shards import ShardWriter
-from gradguard.data.sources import CHUNK, SPLITS, load_source, split_indices
+from gradguard.data.sources import CHUNK, SPLITS, load_source, source_name, split_indices
 from gradguard.errors import ParamsError
 from gradguard.io import atomic_path, write_json
 from gradguard.params import DataParams
@@ -41,7 +41,7 @@ def prepare(params: DataParams, seed: int, raw: str | Path, out: str | Path) -> 
     if params.source in ("npz", "folder"):
         check_inside(params.path, raw)
     x, y = load_source(params)
-    splits = split_indices(y, params, seed)
+    splits = split_indices(y, params, seed, source_name(params))  # check_dataset first
     num_classes = int(y.max()) + 1
     with atomic_path(out) as folder:
         folder.mkdir()

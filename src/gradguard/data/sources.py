@@ -4,7 +4,7 @@ Every source returns `(x, y)`: uint8 images of shape (N, size, size, channels)
 (0..255, one byte a pixel) and int32 labels 0..K-1. Large sources are
 converted in chunks, so no float copy of the whole set is ever made. Bad input
 raises `DataError` with one line that names the file or array and what was
-expected.
+expected; `check_dataset` is the one check of the decoded set, for every source.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def normalise_images(x: np.ndarray, name: str, channels: int = 1, first: int = 0
 
 
 def check_labels(y: np.ndarray, n: int, name: str) -> np.ndarray:
-    """Labels must be N > 0 integers 0..K-1, K >= 2, with every class present."""
+    """Labels must be N > 0 integers 0..K-1 with every class present (see `check_dataset`)."""
     if y.shape != (n,):
         raise DataError(f"{name}: y has shape {y.shape}; expected ({n},), one label per image")
     if not np.issubdtype(y.dtype, np.integer):
@@ -116,21 +116,59 @@ def check_labels(y: np.ndarray, n: int, name: str) -> np.ndarray:
     missing = sorted(set(range(int(y.max()) + 1)) - set(np.unique(y).tolist()))
     if missing:
         raise DataError(
-            f"{name}: label {int(y.max())} is out of range: classes {missing} have "
-            "no images; expected labels 0..K-1 with every class present"
+            f"{name}: labels run 0..{int(y.max())} but classes {missing} have no images; "
+            "expected labels 0..K-1 with no gap (renumber the classes)"
         )
     return y.astype(np.int32)
 
 
-def require_classes(y: np.ndarray, name: str) -> np.ndarray:
-    """The decoded set must hold at least 2 classes, whatever the source (checked last,
-    after the images, so that a broken file is named for what is broken first)."""
-    if int(y.max()) < 1:
+def check_dataset(y: np.ndarray, params: DataParams, name: str) -> np.ndarray:
+    """The one check every decoded data set passes, whatever its source, before anything
+    is written (after the images, so that a broken file is named for what is broken first).
+
+    - at least 2 classes (a classifier of one class learns nothing);
+    - labels 0..K-1 with no gap: a class number without images is refused, not renumbered
+      (a folder source numbers its sub-folders in sorted name order, so it has no gaps);
+    - every class large enough for the stratified split: at least 3 images, one for
+      each of train, val and test;
+    - train, val and test each hold at least one image of every class.
+
+    Raises:
+        DataError: one line naming `name` (the file, folder or source) and the problem.
+    """
+    y = check_labels(y, len(y), name)
+    counts = np.bincount(y)
+    if len(counts) < 2:
         raise DataError(
             f"{name}: every image has label 0, a single class; expected at least 2 classes "
             "(a classifier of one class learns nothing)"
         )
+    smallest = int(counts.argmin())
+    if counts[smallest] < len(SPLITS):
+        raise DataError(
+            f"{name}: class {smallest} has {counts[smallest]} image(s); expected at least "
+            f"{len(SPLITS)} per class, one for each of train, val and test"
+        )
+    sizes = split_sizes(len(y), params)
+    if min(sizes.values()) < len(counts):
+        raise DataError(
+            f"{name}: {len(y)} images in {len(counts)} classes split into train/val/test "
+            f"{'/'.join(str(n) for n in sizes.values())} images; expected at least one image "
+            f"of every class in each (more images, or other data.val_fraction/test_fraction)"
+        )
     return y
+
+
+def source_name(params: DataParams) -> str:
+    """What errors call the data: its file or folder, else the source's name."""
+    return params.path or params.source
+
+
+def split_sizes(count: int, params: DataParams) -> dict[str, int]:
+    """Images in each split: val and test take their fractions of `count`, rounded up."""
+    test = int(np.ceil(params.test_fraction * count))
+    val = int(np.ceil(params.val_fraction * count))
+    return {"train": count - val - test, "val": val, "test": test}
 
 
 def load_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -338,14 +376,16 @@ def load_images(files, image_size: int, channels: int = 1) -> np.ndarray:
 def load_source(params: DataParams) -> tuple[np.ndarray, np.ndarray]:
     """Load, check and resize the source `params.source` names, a chunk at a time.
 
+    The arrays are checked here (pixels, shapes, labels 0..K-1); the set as a whole
+    (classes, split sizes) by `check_dataset`, which `split_indices` runs.
+
     Returns:
         uint8 images (N, image_size, image_size, channels) and int32 labels.
     """
-    name = params.path or params.source
+    name = source_name(params)
     size, channels = params.image_size, params.channels
     if params.source == "folder":
-        x, y = load_folder(params.path, size, channels)
-        return x, require_classes(check_labels(y, len(x), name), name)
+        return load_folder(params.path, size, channels)
     if params.source == "npz":
         chunks, y, count = iter_npz(params.path, channels)
     else:
@@ -362,30 +402,26 @@ def load_source(params: DataParams) -> tuple[np.ndarray, np.ndarray]:
     for chunk in chunks:
         x[start : start + len(chunk)] = _resize(chunk, size)
         start += len(chunk)
-    return x, require_classes(y, name)
+    return x, y
 
 
-def split_indices(y: np.ndarray, params: DataParams, seed: int) -> dict[str, np.ndarray]:
+def split_indices(
+    y: np.ndarray, params: DataParams, seed: int, name: str = "data"
+) -> dict[str, np.ndarray]:
     """Stratified, seeded split of image indices into {"train", "val", "test"}.
 
     Raises:
-        DataError: when a class has too few images to appear in every split.
+        DataError: when the set fails `check_dataset` (e.g. a class too small to split).
     """
     from sklearn.model_selection import train_test_split
 
-    counts = np.bincount(y)
-    n_test = int(np.ceil(params.test_fraction * len(y)))
-    n_val = int(np.ceil(params.val_fraction * len(y)))
-    smallest = int(counts.argmin())
-    if counts[smallest] < 3 or min(n_test, n_val) < len(counts):
-        raise DataError(
-            f"class {smallest} has {counts[smallest]} image(s) among {len(y)} in "
-            f"{len(counts)} classes; expected at least 3 per class and val/test splits "
-            f"(now {n_val}/{n_test} images) of at least one image per class"
-        )
+    check_dataset(y, params, name)
+    sizes = split_sizes(len(y), params)
     everything = np.arange(len(y))
-    rest, test = train_test_split(everything, test_size=n_test, stratify=y, random_state=seed)
-    train, val = train_test_split(rest, test_size=n_val, stratify=y[rest], random_state=seed)
+    rest, test = train_test_split(
+        everything, test_size=sizes["test"], stratify=y, random_state=seed
+    )
+    train, val = train_test_split(rest, test_size=sizes["val"], stratify=y[rest], random_state=seed)
     return {"train": train, "val": val, "test": test}
 
 
