@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 from gradguard.errors import ParamsError
 from gradguard.evaluation.compare import summarize
 from gradguard.evaluation.compare_report import markdown, plot_compare
 from gradguard.evaluation.plan import Cell, Plan
-from gradguard.io import atomic_path
+from gradguard.io import atomic_path, write_json
 from stages.compare_runner import Runner
 from stages.experiments import Experiments
 
@@ -122,11 +121,7 @@ class Flow:
         report = self._report(enriched)
         self.out.mkdir(parents=True, exist_ok=True)
         plot_compare(report, norms, self.out)
-        with atomic_path(self.out / "compare.json") as tmp:
-            tmp.write_text(
-                json.dumps(report, indent=2, sort_keys=True, allow_nan=False) + "\n",
-                encoding="utf-8",
-            )
+        write_json(self.out / "compare.json", report)
         with atomic_path(self.out / "compare.md") as tmp:
             tmp.write_text(markdown(report), encoding="utf-8")
         labels = ", ".join(f"{s['name']} {s['label']}" for s in report["remedies"])

@@ -76,12 +76,22 @@ def test_equal_rules_with_and_without_expect():
 def test_missing_and_non_numeric_metrics_are_usage_errors():
     with pytest.raises(GateUsageError, match=r"m\.json:accuracy: not in either"):
         check({"m.json": {}}, [ACCURACY])
-    with pytest.raises(GateUsageError, match="missing in the baseline"):
-        check({"m.json": {"accuracy": {"new": 0.9}}}, [ACCURACY])
-    with pytest.raises(GateUsageError, match="missing in the workspace"):
-        check({"m.json": {"accuracy": {"old": 0.9}}}, [ACCURACY])
+    with pytest.raises(GateUsageError, match="null or missing in both"):
+        check({"m.json": {"accuracy": {"old": None, "new": None}}}, [ACCURACY])
     with pytest.raises(GateUsageError, match="'high' is not a number"):
         check(diff(accuracy=(0.9, "high")), [ACCURACY])
+
+
+def test_a_null_value_fails_its_rule_like_nan_once_or_on_any_seed():
+    # Metrics files are strict JSON: a non-finite norm is written as null.
+    norm = Rule("m.json:max_grad_norm", "lower", rel_tol=9.0)
+    (verdict,) = check({"m.json": {"max_grad_norm": {"old": 2.0, "new": None}}}, [norm])
+    assert not verdict.ok
+    assert verdict.reason.startswith("m.json:max_grad_norm is null in the workspace")
+    (verdict,) = check({"m.json": {"accuracy": {"old": None, "new": 0.9}}}, [ACCURACY])
+    assert not verdict.ok and "null in the baseline" in verdict.reason
+    seeded = check_seeded(norm, [1, 2, 3], [2.0, 2.0, 2.0], [2.0, None, 2.0])
+    assert seeded.outcome == "fail" and seeded.reason.startswith("seed 2: ")
 
 
 def test_report_has_a_row_per_rule_and_marks_failures():

@@ -17,6 +17,7 @@ from gradguard.io import (
     fingerprint,
     load_arrays,
     save_arrays,
+    strict,
     write_json,
 )
 
@@ -96,3 +97,12 @@ def test_fingerprint_covers_dtype_shape_and_bytes():
     assert fingerprint(a, a) != fingerprint(a)
     expected = hashlib.sha256(b"<i4(4,)" + a.tobytes()).hexdigest()[:16]
     assert fingerprint(a) == expected
+
+
+def test_json_is_strict_a_non_finite_number_is_null(tmp_path):
+    data = {"b": [1.5, float("inf")], "a": {"n": float("nan"), "k": -float("inf"), "i": 3}}
+    assert strict(data) == {"b": [1.5, None], "a": {"n": None, "k": None, "i": 3}}
+    write_json(tmp_path / "m.json", data)
+    text = (tmp_path / "m.json").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    assert json.loads(text) == {"a": {"i": 3, "k": None, "n": None}, "b": [1.5, None]}

@@ -62,7 +62,18 @@ def run_pipeline(tmp_path, params_file, raw=None):
         )
         == 0
     )
+    for file in d.rglob("*.json"):  # every file other tools read is strict JSON
+        strict_json(file)
     return json.loads((d / "eval.json").read_text())
+
+
+def strict_json(path):
+    """Parse `path` as jq or JSON.parse would: `NaN`, `Infinity` are errors."""
+
+    def refuse(constant):
+        raise AssertionError(f"{path}: {constant} is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
 
 
 def summary_growth(tmp_path) -> float:
@@ -127,6 +138,7 @@ def test_a_diverged_run_is_a_result_not_a_crash(tmp_path):
     assert scores["first_nonfinite_step"] is not None
     summary = json.loads((tmp_path / "live" / "metrics.json").read_text())["run"]
     assert summary["diverged"] is True and summary["epochs"] == 1  # stopped in epoch 1
+    assert summary["weight_growth"] is None  # Inf, written as null
     events = json.loads((tmp_path / "live" / "events.json").read_text())["events"]
     assert events and events[0]["step"] == scores["first_nonfinite_step"]
     assert {e["kind"] for e in events} <= {"spike", "nonfinite"}

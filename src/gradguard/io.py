@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -78,10 +79,29 @@ def canonical_zip(
             target.writestr(fixed, rewrite.get(info.filename, bytes)(data))
 
 
+def strict(data):
+    """`data` for strict JSON: every non-finite float (NaN, Inf: a blown-up run's norm or
+    weight growth) becomes None, i.e. `null`, which jq, JSON.parse and DVC's clients read;
+    `Infinity` and `NaN` are not JSON."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, Mapping):
+        return {key: strict(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [strict(value) for value in data]
+    return data
+
+
+def to_json(data, sort_keys: bool = True) -> str:
+    """Indented strict JSON (see `strict`), with a final newline."""
+    return json.dumps(strict(data), indent=2, sort_keys=sort_keys, allow_nan=False) + "\n"
+
+
 def write_json(path: str | os.PathLike, data: Mapping, sort_keys: bool = True) -> None:
-    """Write `data` as indented JSON, atomically (keys sorted unless `sort_keys=False`)."""
+    """Write `data` as indented strict JSON, atomically (keys sorted unless `sort_keys=False`).
+    A non-finite number is written as `null` (see `strict`)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=sort_keys) + "\n", encoding="utf-8")
+        tmp.write_text(to_json(data, sort_keys), encoding="utf-8")
 
 
 def save_arrays(path: str | os.PathLike, **arrays: np.ndarray) -> None:

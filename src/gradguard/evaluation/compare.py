@@ -18,6 +18,7 @@ from typing import Any
 
 from gradguard.evaluation import stats
 from gradguard.evaluation.plan import Cell, Plan
+from gradguard.io import strict
 
 VERDICTS = ("healthy", "diverged", "exploded", "collapsed")
 FAILED_TO_RUN = "failed to run"  # a queue or infrastructure failure: not a verdict
@@ -149,15 +150,8 @@ def _run_row(run: RunResult) -> dict:
     if run.metrics is None:
         row["error"] = run.error
     else:
-        row.update({key: _finite(run.metrics.get(key)) for key in RUN_KEYS})
+        row.update({key: strict(run.metrics.get(key)) for key in RUN_KEYS})
     return row
-
-
-def _finite(value):
-    """A value for strict JSON: a non-finite number (a blown-up run's norm) becomes None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _all_healthy(summary: Mapping) -> bool:

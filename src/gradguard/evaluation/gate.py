@@ -128,9 +128,9 @@ def _lookup(diff: Mapping, metric: str):
             f"file and key (files compared: {sorted(diff)})"
         )
     old, new = entry.get("old"), entry.get("new")
+    if old is None and new is None:
+        raise GateUsageError(f"{metric}: null or missing in both revisions; check the rule")
     for side, value in (("baseline", old), ("workspace", new)):
-        if value is None:
-            raise GateUsageError(f"{metric}: missing in the {side}; both sides need it")
         if isinstance(value, str | list | dict):
             raise GateUsageError(f"{metric}: {side} value {value!r} is not a number or boolean")
     return old, new
@@ -141,6 +141,10 @@ def check_rule(rule: Rule, old, new) -> Verdict:
     values = [v for v in (old, new) if is_number(v)]
     if any(math.isnan(float(v)) for v in values):
         return Verdict(rule, old, new, False, f"{rule.metric} is NaN")
+    if old is None or new is None:  # strict JSON writes NaN/Inf as null; or it is missing
+        side = "baseline" if old is None else "workspace"
+        reason = f"{rule.metric} is null in the {side}: not finite (NaN/Inf), or missing"
+        return Verdict(rule, old, new, False, reason)
     if rule.direction == "equal":
         target = old if rule.expect is None else rule.expect
         ok = new == target
@@ -237,7 +241,8 @@ def check_seeded(rule: Rule, seeds: Sequence[int], old: Sequence, new: Sequence)
         )
     single = [check_rule(rule, o, n) for o, n in zip(old, new, strict=True)]
     broken = [(s, v) for s, v in zip(seeds, single, strict=True) if not v.ok]
-    if rule.direction == "equal" or not all(math.isfinite(float(v)) for v in (*old, *new)):
+    finite = all(v is not None and math.isfinite(float(v)) for v in (*old, *new))
+    if rule.direction == "equal" or not finite:
         # verdict rules, and NaN/inf anywhere: seed by seed (a non-finite run fails its seed)
         reason = "ok" if not broken else f"seed {broken[0][0]}: {broken[0][1].reason}"
         return SeededVerdict(rule, seeds, old, new, "fail" if broken else "pass", reason)

@@ -9,6 +9,7 @@ size.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,7 @@ def _metrics(summary: dict, scores: dict, y_test, baseline: float, params: Param
     rules = VerdictRules(params.evaluate.explode_factor, params.evaluate.collapse_margin)
     verdict = run_verdict(
         diverged=summary["diverged"],
-        weight_growth=summary["weight_growth"],
+        weight_growth=math.inf if summary["weight_growth"] is None else summary["weight_growth"],
         accuracy=scores["accuracy"],
         class_shares=np.bincount(y_test) / len(y_test),
         rules=rules,

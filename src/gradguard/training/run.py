@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gradguard.io import strict
 from gradguard.params import Params
 from gradguard.training import local, multihost
 from gradguard.training.live import LiveFolder, NoLive
@@ -180,9 +181,10 @@ def train_on(
             digest = [float(np.sum(np.asarray(w, np.float64))) for w in model.weights]
             multihost.check_agreement(digest, "weights")
         _keep_model(model, files.model)
-        live.summary = {"run": _write_run_files(folder, result)} | {
-            k: v for k, v in live.summary.items() if k == "step"
-        }
+        live.summary = strict(  # DVCLive's own json.dump would write Infinity
+            {"run": _write_run_files(folder, result)}
+            | {k: v for k, v in live.summary.items() if k == "step"}
+        )
     resume.clear()
     return result
 
