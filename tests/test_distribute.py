@@ -160,13 +160,41 @@ def test_a_float16_overflow_on_one_replica_lowers_the_loss_scale_on_all():
     assert (scale_one, applied_one) == (512.0, 3)  # the overflow step skipped, the scale halved
     assert read_stats(guard_one)["skipped_steps"] == 0  # the scaler skipped it, not the guard
 
-    # Keras's own scaler reads replica 0's local gradients: it misses the overflow, keeps the
-    # scale and hands the guard an all-reduced Inf, which the guard must skip.
-    _, scale_keras, _, guard_keras = overflow_run("keras", strategy)
-    assert scale_keras == 1024.0 and read_stats(guard_keras)["skipped_steps"] == 1
+    # Keras's own scaler reads replica 0's local gradients: it would miss the overflow (or
+    # part the replicas in a graph error). It is refused before the first step.
+    with pytest.raises(ValueError, match="GuardedLossScaleOptimizer") as error:
+        overflow_run("keras", strategy)
+    assert "\n" not in str(error.value) and "on 2 replicas" in str(error.value)
 
     two, scale_two, applied_two, guard_two = overflow_run("guarded", strategy)
     assert (scale_two, applied_two) == (512.0, 3)
     assert read_stats(guard_two)["skipped_steps"] == 0
     for a, b in zip(one, two, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-4)  # float16 compute; measured 5e-6 apart
+
+
+def test_compile_under_mixed_float16_on_two_replicas_is_refused_before_the_first_step():
+    # The way Keras users write it: compile() wraps the guard in Keras's LossScaleOptimizer.
+    import tensorflow as tf
+
+    x, y = data()
+    y[12:16] = 3e4  # the overflow in replica 1's rows
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        with mirrored().scope():
+            model = mlp()
+            guard = GradientGuard(keras.optimizers.Adam(0.01), mode="global_norm", clip_norm=1.0)
+            model.compile(optimizer=guard, loss="mse")
+        assert type(model.optimizer) is keras.optimizers.LossScaleOptimizer
+        before = [w.numpy().copy() for w in model.weights]
+        with pytest.raises(ValueError, match=r"write compile\(optimizer=gradguard\.Guarded"):
+            model.fit(x, y, batch_size=GLOBAL_BATCH, epochs=1, steps_per_epoch=4, verbose=0)
+        # On one device the same wrapper is right, and it trains.
+        with tf.distribute.get_strategy().scope():
+            single = mlp()
+            single.compile(optimizer=GradientGuard(keras.optimizers.Adam(0.01)), loss="mse")
+        single.fit(x, y, batch_size=GLOBAL_BATCH, epochs=1, steps_per_epoch=4, verbose=0)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert all((w.numpy() == b).all() for w, b in zip(model.weights, before, strict=True))
+    assert int(single.optimizer.iterations.numpy()) > 0
