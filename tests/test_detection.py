@@ -11,14 +11,14 @@ from gradguard.functional import detection
 from gradguard.functional.detection import SpikeState
 
 
-def spikes(norms, window=4, sigma=2.0, warmup_factor=None):
+def spikes(norms, window=4, sigma=2.0, warmup_factor=None, factor=None):
     """Indices of the norms spike_check flags, and the final state."""
     state = SpikeState(ops.zeros((window,), "float32"), ops.convert_to_tensor(0, "int32"))
     flagged = []
     for i, norm in enumerate(norms):
         value = ops.convert_to_tensor(norm, "float32")
         is_spike, state = detection.spike_check(
-            state, value, ops.isfinite(value), sigma, warmup_factor
+            state, value, ops.isfinite(value), sigma, warmup_factor, factor
         )
         if bool(is_spike):
             flagged.append(i)
@@ -32,6 +32,20 @@ def test_a_level_shift_is_one_spike_then_passes():
     # [2, 2, 2, 1.1]: 2.554; [2, 2, 2, 2]: std 0 floored to 1e-6 -> 2.000002).
     flagged, _ = spikes([1.0, 1.1, 1.0, 1.1] + [2.0] * 20)
     assert flagged == [4]
+
+
+def test_the_factor_keeps_a_late_bump_out_and_an_explosion_in():
+    # Window 4, 6 sigma, factor 10. [0.5, 0.9, 0.5, 0.9]: mean 0.7, std 0.2 -> band 1.9.
+    # 3.5 clears the band but is 5x the mean (< 10 x 0.7 = 7): no spike with the factor, a
+    # spike without it (seed 42's late bump was 4.95x its window's mean).
+    late = [0.5, 0.9, 0.5, 0.9, 3.5]
+    assert spikes(late, sigma=6.0)[0] == [4]
+    assert spikes(late, sigma=6.0, factor=10.0)[0] == []
+    # 7.5 > 7 and > 1.9: a spike either way.
+    assert spikes([0.5, 0.9, 0.5, 0.9, 7.5], sigma=6.0, factor=10.0)[0] == [4]
+    # The bump still enters the window: [3.5, 0.9, 0.5, 0.9] has mean 1.45, std 1.19 -> band
+    # 8.62, 10x mean 14.5; an explosion to 1e4 is flagged next.
+    assert spikes([*late, 1e4], sigma=6.0, factor=10.0)[0] == [5]
 
 
 def test_std_of_a_constant_window_is_floored_at_1e_minus_6():

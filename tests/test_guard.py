@@ -179,6 +179,7 @@ def test_an_inner_optimizer_that_clips_itself_is_refused():
         ({"mode": "value", "clip_value": -1.0}, "received clip_value=-1.0"),
         ({"mode": "fancy"}, "mode='fancy'"),
         ({"spike_warmup_factor": 1.0}, "spike_warmup_factor=1.0; expected a factor > 1"),
+        ({"spike_factor": 0.5}, "spike_factor=0.5; expected a factor >= 1"),
     ],
 )
 def test_bad_modes_and_bounds_are_refused(kwargs, fragment):
@@ -241,7 +242,11 @@ def test_spike_detection_by_hand_and_spikes_skipped():
     # (Were the spike kept out, [1, 3] would make 4.5 > 4 a spike too.)
     weights = variable([0.0])
     guard = GradientGuard(
-        keras.optimizers.SGD(1.0), spike_window=4, spike_sigma=2.0, skip_spikes=True
+        keras.optimizers.SGD(1.0),
+        spike_window=4,
+        spike_sigma=2.0,
+        spike_factor=None,
+        skip_spikes=True,
     )
     spikes = []
     for norm in (1.0, 3.0, 5.0, 4.5, 9.0):
@@ -256,7 +261,9 @@ def test_spike_detection_by_hand_and_spikes_skipped():
 
 def test_spikes_are_counted_but_applied_unless_skip_spikes():
     weights = variable([0.0])
-    guard = GradientGuard(keras.optimizers.SGD(1.0), spike_window=4, spike_sigma=2.0)
+    guard = GradientGuard(
+        keras.optimizers.SGD(1.0), spike_window=4, spike_sigma=2.0, spike_factor=None
+    )
     for norm in (1.0, 3.0, 5.0):
         apply(guard, [[norm]], [weights])
     assert read_stats(guard)["spikes"] == 1 and weights.numpy().tolist() == [-9.0]
@@ -264,7 +271,12 @@ def test_spikes_are_counted_but_applied_unless_skip_spikes():
 
 def spike_guard(**kwargs):
     return GradientGuard(
-        keras.optimizers.SGD(1.0), spike_window=4, spike_sigma=2.0, skip_spikes=True, **kwargs
+        keras.optimizers.SGD(1.0),
+        spike_window=4,
+        spike_sigma=2.0,
+        spike_factor=None,
+        skip_spikes=True,
+        **kwargs,
     )
 
 
@@ -381,7 +393,11 @@ def loss_spike_fit(loss_spikes=True):
         [keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")]
     )
     guard = GradientGuard(
-        keras.optimizers.SGD(0.0), spike_window=4, spike_sigma=2.0, loss_spikes=loss_spikes
+        keras.optimizers.SGD(0.0),
+        spike_window=4,
+        spike_sigma=2.0,
+        spike_factor=None,
+        loss_spikes=loss_spikes,
     )
     model.compile(optimizer=guard, loss="mse")
     model.fit(1.0 / y, y, batch_size=1, epochs=1, shuffle=False, verbose=0)

@@ -68,6 +68,7 @@ def test_the_repository_params_file_is_valid():
         ({"train": {"lr_backoff": 1.5}}, "train.lr_backoff=1.5 is invalid; expected a factor"),
         ({"train": {"max_rollbacks": -1}}, "train.max_rollbacks=-1"),
         ({"train": {"spike_warmup_factor": 1.0}}, "train.spike_warmup_factor=1.0"),
+        ({"train": {"spike_factor": 0.5}}, "train.spike_factor=0.5"),
         ({"train": {"snapshots_kept": 0}}, "train.snapshots_kept=0"),
         ({"evaluate": {"explode_factor": 1.0}}, "evaluate.explode_factor=1.0"),
         ({"evaluate": {"collapse_margin": 1.0}}, "evaluate.collapse_margin=1.0"),

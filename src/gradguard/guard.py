@@ -65,7 +65,7 @@ class GradientGuard(keras.optimizers.Optimizer):
         skip_nonfinite: skip the whole update when any gradient is NaN or Inf.
         max_consecutive_skips: skipped updates in a row after which `diverged` is set.
         step_log_size: steps of the per-step log kept on the device (`read_step_log`).
-        spike_window, spike_sigma, spike_warmup_factor: the spike detector
+        spike_window, spike_sigma, spike_warmup_factor, spike_factor: the spike detector
             (`gradguard.functional.detection.spike_check`).
         skip_spikes: skip the update of a spike step too.
         loss_spikes: also watch the batch loss (TensorFlow and PyTorch only).

@@ -145,6 +145,7 @@ class TrainParams:
     spike_window: int = 128  # gradient norms in the spike detector's rolling window
     spike_sigma: float = 6.0  # a norm above mean + spike_sigma * std of the window is a spike
     spike_warmup_factor: float | None = 100.0  # before that: above this x median so far; null off
+    spike_factor: float | None = 10.0  # and above this x the window's mean; null: the band alone
     loss_spikes: bool = False  # the batch loss above the same band of its own window: a spike
     snapshot_every: int = 50  # rollback: updates between snapshots of weights and optimizer
     lr_backoff: float = 0.5  # rollback: learning-rate factor at each rollback
@@ -167,7 +168,7 @@ class TrainParams:
         )
         _check(self.epochs >= 1, "train.epochs", self.epochs, "an integer >= 1")
         _check(self.patience >= 0, "train.patience", self.patience, "an integer >= 0")
-        for key in ("spike_window", "spike_sigma", "spike_warmup_factor"):
+        for key in ("spike_window", "spike_sigma", "spike_warmup_factor", "spike_factor"):
             _setting(f"train.{key}", getattr(self, key))
         _check(
             self.snapshots_kept >= 1, "train.snapshots_kept", self.snapshots_kept, "an integer >= 1"

@@ -56,8 +56,9 @@ BOUNDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "spike_window": (_at_least(2), "an integer >= 2"),
     "spike_sigma": (_positive, "a number > 0"),
     "spike_warmup_factor": (lambda v: v > 1, "a factor > 1 (or null: no warm-up rule)"),
+    "spike_factor": (lambda v: v >= 1, "a factor >= 1 (or null: the sigma band alone)"),
 }
-OPTIONAL = frozenset({"clip_norm", "clip_value", "spike_warmup_factor"})
+OPTIONAL = frozenset({"clip_norm", "clip_value", "spike_warmup_factor", "spike_factor"})
 
 
 def setting_error(key: str, value: Any) -> str | None:

@@ -45,6 +45,7 @@ class GuardConfig:
     spike_window: int = 128
     spike_sigma: float = 6.0
     spike_warmup_factor: float | None = 100.0
+    spike_factor: float | None = 10.0
     skip_spikes: bool = False
     loss_spikes: bool = False
 
@@ -251,6 +252,7 @@ def _detect(config: GuardConfig, state: dict, pre, finite):
         finite,
         config.spike_sigma,
         warmup,
+        config.spike_factor,
     )
     updates = {
         "spike_history": spike_state.history,
@@ -266,6 +268,7 @@ def _detect(config: GuardConfig, state: dict, pre, finite):
             ops.logical_and(finite, ops.isfinite(loss)),
             config.spike_sigma,
             warmup,
+            config.spike_factor,
         )
         updates.update(loss_spike_history=loss_state.history, loss_spike_count=loss_state.count)
     return is_spike, is_loss_spike, updates

@@ -150,6 +150,7 @@ def build_optimizer(params: Params) -> keras.optimizers.Optimizer:
         spike_window=params.train.spike_window,
         spike_sigma=params.train.spike_sigma,
         spike_warmup_factor=params.train.spike_warmup_factor,
+        spike_factor=params.train.spike_factor,
         skip_spikes=params.train.on_explosion in ("skip", "rollback"),
         loss_spikes=params.train.loss_spikes,
     )
