@@ -25,6 +25,8 @@ def data(scenario: str = "clean"):
     x, y = parallel_cases.data()
     if scenario == "nan":
         x[13] = np.nan  # the second global batch's 6th row: process 1's half only
+    if scenario == "spike":
+        y[28:32] *= 1000.0  # the last global batch, process 1's half only: a finite spike
     if scenario == "overflow":
         # Targets whose loss gradient, times any loss scale >= 1, is beyond float16 (65504).
         y[12:16] = 3e4
@@ -65,6 +67,26 @@ def mode_runs(keras, x, y, batch, modes, prefix="") -> dict:
     return results
 
 
+def rollback_run(keras, x, y, batch) -> dict:
+    """`train.on_explosion: rollback`: a spike in the last batch sends the run back to the
+    snapshot of the step before (snapshot_every=1) and halves the learning rate."""
+    from gradguard import GradientGuard, read_stats
+    from gradguard.training.recovery import ExplosionRecovery
+
+    keras.utils.set_random_seed(1)
+    model = parallel_cases.mlp()
+    guard = GradientGuard(keras.optimizers.SGD(0.1), mode="none", spike_window=4)
+    recovery = ExplosionRecovery(guard, "rollback", snapshot_every=1, keep=1)
+    model.compile(optimizer=guard, loss="mse")
+    model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0, callbacks=[recovery])
+    results = {f"rollback/w{i}": np.asarray(w.value) for i, w in enumerate(model.weights)}
+    results["rollback/rollbacks"] = np.asarray(recovery.rollbacks)
+    results["rollback/to_step"] = np.asarray([e.get("to_step", -1) for e in recovery.events])
+    results["rollback/learning_rate"] = np.asarray(guard.inner_optimizer.learning_rate.value)
+    results["rollback/spikes"] = np.asarray(read_stats(guard)["spikes"])
+    return results
+
+
 def overflow_run(keras, x, y, batch) -> dict:
     """Mixed float16 with the guarded loss scale (initial 1024), Adam, global-norm clipping."""
     from gradguard import GradientGuard, GuardedLossScaleOptimizer, read_stats
@@ -85,7 +107,8 @@ def overflow_run(keras, x, y, batch) -> dict:
 
 def main(out: str) -> None:
     """Every scenario in one process (one cluster start-up): every mode on clean data, a NaN
-    in process 1's rows (keys "nan/..."), then a float16 overflow there ("overflow/...")."""
+    in process 1's rows (keys "nan/..."), a spike there with rollback ("rollback/..."), then a
+    float16 overflow there ("overflow/...")."""
     cluster = cluster_from_env() if os.environ.get("JAX_NUM_PROCESSES") else None
     if cluster:
         initialize(cluster)
@@ -102,6 +125,7 @@ def main(out: str) -> None:
             check_agreement([0.0, cluster.process], "ids")
         except ClusterError as error:
             results["agreement/error"] = np.array(str(error))
+    results |= rollback_run(keras, *own_rows(*data("spike"), cluster))
     results |= overflow_run(keras, *own_rows(*data("overflow"), cluster))  # last: mixed policy
     np.savez(out, **results)
 

@@ -98,6 +98,19 @@ def test_a_nan_in_one_process_rows_is_skipped_by_both(runs):
             np.testing.assert_allclose(result[key], one[key], atol=1e-5)
 
 
+def test_a_spike_in_one_process_rows_rolls_both_back_to_the_same_weights(runs):
+    one, (first, second) = runs  # rows 28-31: process 1's half of the last batch only
+    # The spike is the 4th update (step 3); snapshot_every=1 kept the weights after step 2.
+    for result in (one, first, second):
+        assert (int(result["rollback/spikes"]), int(result["rollback/rollbacks"])) == (1, 1)
+        assert result["rollback/to_step"].tolist() == [3]
+        assert float(result["rollback/learning_rate"]) == pytest.approx(0.05)
+    for i in range(4):
+        key = f"rollback/w{i}"
+        np.testing.assert_array_equal(first[key], second[key])  # the processes agree
+        np.testing.assert_allclose(first[key], one[key], atol=1e-5)
+
+
 def test_a_float16_overflow_in_one_process_rows_lowers_the_loss_scale_on_both(runs):
     one, both = runs  # rows 12-15: process 1's half of batch 2 only
     assert (one["overflow/scale"], one["overflow/applied"]) == (512.0, 3)  # as tf.distribute's
