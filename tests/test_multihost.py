@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -241,3 +242,26 @@ def test_a_killed_worker_stops_the_run_with_one_line_and_the_next_run_resumes(di
     summary = json.loads((work / "live" / "metrics.json").read_text())["run"]
     assert summary["resumed_from_epoch"] == kept + 1 and summary["epochs"] == epochs
     assert not (work / "resume").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["missing", "corrupt"])
+def test_a_missing_or_corrupt_shard_stops_the_run_with_one_line_naming_process_and_file(
+    digits, tmp_path, damage
+):
+    data, params = digits
+    copy = tmp_path / "data"
+    shutil.copytree(data / "prepared", copy / "prepared")
+    shutil.copytree(data / "augmented", copy / "augmented")
+    (shard,) = sorted((copy / "augmented").glob("shard-*.npz"))
+    if damage == "missing":
+        shard.unlink()
+    else:
+        shard.write_bytes(shard.read_bytes()[:1000])  # a truncated zip
+    status, _, err = train_stage((copy, params), tmp_path / "run", 2, 2)
+    assert status == 2, err[-3000:]
+    error = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(error) == 1, err
+    assert error[0].startswith("error: train: process "), err
+    assert str(shard) in error[0] or shard.name in error[0], err
+    assert not (tmp_path / "run" / "models" / "best.keras").exists()

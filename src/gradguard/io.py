@@ -125,7 +125,7 @@ def load_arrays(path: str | os.PathLike, keys: tuple[str, ...] = ("x", "y")) -> 
             if missing:
                 raise DataError(f"{path}: missing array(s) {missing}; found {data.files}")
             return tuple(data[k] for k in keys)
-    except (OSError, EOFError, ValueError) as error:  # not a zip, truncated, pickled objects
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as error:  # truncated, pickles
         if isinstance(error, DataError):
             raise
         raise DataError(f"{path}: not a readable .npz of plain arrays ({error})") from error

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -23,6 +24,7 @@ from gradguard.training.multihost import ENV, Cluster
 
 # Set by `python -m stages.launch --workers N`: this host runs N processes of the stage.
 LOCAL_WORKERS = "GRADGUARD_LOCAL_WORKERS"
+ERROR = "error: "  # how a stage prints its one-line error (stages.common)
 
 
 def local_worker_count(environ=os.environ) -> int:
@@ -82,12 +84,21 @@ class LocalCluster:
                         child.kill()
         return failures
 
-    def last_lines(self, process: int, count: int = 5) -> str:
-        """The end of a process's output (empty for one that writes to this process's)."""
+    def lines(self, process: int) -> list[str]:
+        """A process's logged output: all of it for a worker, the standard error for 0."""
         log = self.logs[process]
         if log is None or not log.is_file():
-            return ""
-        return "\n".join(log.read_text(errors="replace").splitlines()[-count:])
+            return []
+        return log.read_text(errors="replace").splitlines()
+
+    def last_lines(self, process: int, count: int = 5) -> str:
+        """The end of a process's logged output."""
+        return "\n".join(self.lines(process)[-count:])
+
+    def error_line(self, process: int) -> str | None:
+        """The one-line error a process printed before it ended (`error: ...`), if any."""
+        errors = [line for line in self.lines(process) if line.startswith(ERROR)]
+        return errors[-1].removeprefix(ERROR) if errors else None
 
 
 def start_local_cluster(
@@ -97,7 +108,8 @@ def start_local_cluster(
 
     Each runs with the JAX cluster variables set and `GRADGUARD_WORKER_PARENT`
     naming this process (see `exit_with_parent`). Process 0 writes to this
-    process's standard output and error; the others to
+    process's standard output and its standard error to
+    `<log_folder>/process-0.log` (see `supervise`); the others write both to
     `<log_folder>/process-<i>.log`.
     """
     cluster = Cluster(f"127.0.0.1:{free_port()}", processes, 0)
@@ -109,9 +121,11 @@ def start_local_cluster(
             ENV[2]: str(process),
             WORKER_PARENT: str(os.getpid()),
         }
-        log = Path(log_folder) / f"process-{process}.log" if process else None
-        with open(log or os.devnull, "w", encoding="utf-8") as handle:
-            output = {"stdout": handle, "stderr": subprocess.STDOUT} if log else {}
+        log = Path(log_folder) / f"process-{process}.log"
+        with open(log, "w", encoding="utf-8") as handle:
+            output = {"stderr": handle}  # process 0: its standard output is this process's
+            if process:
+                output["stdout"], output["stderr"] = handle, subprocess.STDOUT
             children.append(
                 subprocess.Popen(
                     list(command), env={**env, **cluster_env}, stdin=subprocess.DEVNULL, **output
@@ -140,17 +154,30 @@ def supervise(command: Sequence[str], processes: int, resume_dir: str | os.PathL
 
     Raises:
         ClusterError: which process ended, how, and where the run resumes from.
+
+    Process 0's standard error is passed on when the processes end, less its own
+    `error:` line: the run's one error line is this function's, naming the process that
+    ended first and, when it printed one, its error (a missing or corrupt shard, say).
     """
     with tempfile.TemporaryDirectory(prefix="gradguard-launch-") as logs:
         local = start_local_cluster(command, processes, logs)
         failures = local.wait()
+        for line in local.lines(0):
+            if not line.startswith(ERROR):
+                print(line, file=sys.stderr)
         if not failures:
             return
         process, status = failures[0]
+        resume = (
+            f"the others were stopped; run the stage again to resume after the last epoch "
+            f"saved in {resume_dir}"
+        )
+        error = local.error_line(process)
+        if error is not None:
+            raise ClusterError(f"train: process {process} of {processes}: {error}; {resume}")
         cause = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
         tail = local.last_lines(process)
         raise ClusterError(
-            f"train: process {process} of {processes} ended ({cause}) and the others were "
-            f"stopped; run the stage again to resume after the last epoch saved in "
-            f"{resume_dir}" + (f". Its last lines:\n{tail}" if tail else "")
+            f"train: process {process} of {processes} ended ({cause}) and {resume}"
+            + (f". Its last lines:\n{tail}" if tail else "")
         )
