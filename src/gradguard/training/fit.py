@@ -18,7 +18,12 @@ from gradguard.params import Params
 from gradguard.training.callbacks import DivergenceMonitor, GradientStatsLogger, read_stats
 from gradguard.training.models import build_cnn, build_optimizer, load_model
 from gradguard.training.recovery import ExplosionRecovery
-from gradguard.training.resume import ResumableEarlyStopping, ResumeState, SaveResumeState
+from gradguard.training.resume import (
+    ResumableEarlyStopping,
+    ResumeState,
+    SaveResumeState,
+    restore_random_states,
+)
 
 
 def configure_determinism(seed: int) -> None:
@@ -173,6 +178,8 @@ def fit(
     state_file = resume.folder / "state.json"
     saved = json.loads(state_file.read_text()) if state_file.is_file() else {}
     model = _compiled_model(params, train, val, resume if saved else None)
+    if saved:  # model.save does not keep dropout's seed generators
+        restore_random_states(model, resume.load_arrays())
     best_weights = (
         load_model(checkpoint).get_weights() if saved and Path(checkpoint).is_file() else None
     )

@@ -112,18 +112,22 @@ def build_cnn(
 
 
 def build_inner_optimizer(params: TrainParams) -> keras.optimizers.Optimizer:
-    """The optimizer `train.optimizer` names, with `train.learning_rate`."""
-    rate = params.learning_rate
+    """The optimizer `train.optimizer` names, with `train.learning_rate`.
+
+    Named after `train.optimizer`, not by Keras's counter (`adam_1` for a process's
+    second Adam), so a run's saved model does not depend on what ran before it.
+    """
+    rate, name = params.learning_rate, params.optimizer
     if params.optimizer == "sgd":
-        return keras.optimizers.SGD(rate)
+        return keras.optimizers.SGD(rate, name=name)
     if params.optimizer == "momentum":
-        return keras.optimizers.SGD(rate, momentum=params.momentum)
+        return keras.optimizers.SGD(rate, momentum=params.momentum, name=name)
     if params.optimizer == "adam":
-        return keras.optimizers.Adam(rate)
+        return keras.optimizers.Adam(rate, name=name)
     if params.optimizer == "adamw":
-        return keras.optimizers.AdamW(rate, weight_decay=params.weight_decay)
+        return keras.optimizers.AdamW(rate, weight_decay=params.weight_decay, name=name)
     if params.optimizer == "rmsprop":
-        return keras.optimizers.RMSprop(rate)
+        return keras.optimizers.RMSprop(rate, name=name)
     raise ValueError(f"train.optimizer={params.optimizer!r} is not known")
 
 
@@ -153,11 +157,12 @@ def build_optimizer(params: Params) -> keras.optimizers.Optimizer:
         spike_factor=params.train.spike_factor,
         skip_spikes=params.train.on_explosion in ("skip", "rollback"),
         loss_spikes=params.train.loss_spikes,
+        name="gradient_guard",
     )
     if params.train.mixed_precision:
         from gradguard.loss_scale import GuardedLossScaleOptimizer
 
-        return GuardedLossScaleOptimizer(guard)
+        return GuardedLossScaleOptimizer(guard, name="loss_scale_optimizer")
     return guard
 
 
@@ -170,16 +175,21 @@ def _without_save_date(metadata: bytes) -> bytes:
 def _numbered_shared_objects(config: bytes) -> bytes:
     """Keras names an object shared by layers with its `id()`, a memory address that
     differs per process; number them in order of appearance instead (only equality
-    between the ids matters when loading)."""
+    between the ids matters when loading). A dtype policy loses its id: it is a value,
+    shared by the layers of a model built in this process but not by those of a model
+    loaded from a file, so the id would tell a resumed run's file from an uninterrupted
+    one's."""
     numbers: dict[int, int] = {}
 
     def walk(node):
         if isinstance(node, dict):
+            policy = node.get("class_name") == "DTypePolicy"
             return {
                 key: numbers.setdefault(value, len(numbers))
                 if key == "shared_object_id"
                 else walk(value)
                 for key, value in node.items()
+                if not (policy and key == "shared_object_id")
             }
         return [walk(item) for item in node] if isinstance(node, list) else node
 

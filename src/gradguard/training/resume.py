@@ -105,7 +105,7 @@ class SaveResumeState(keras.callbacks.Callback):
                 shutil.copyfile(self.checkpoint, folder / "best.keras")
             if self.live_dir.is_dir():
                 shutil.copytree(self.live_dir, folder / "live")
-            arrays = self.arrays()
+            arrays = {**self.arrays(), **random_states(self.model)}
             if arrays:
                 np.savez(folder / _ARRAYS, **arrays)
             stopping = self.early_stopping
@@ -120,6 +120,33 @@ class SaveResumeState(keras.callbacks.Callback):
                     **self.extras(),
                 },
             )
+
+
+RNG_PREFIX = "rng_"  # the arrays of the model's random states (dropout's seed generators)
+
+
+def random_states(model) -> dict[str, np.ndarray]:
+    """The model's variables that are not weights: the states of its seed generators.
+
+    `model.save` keeps the weights but not these, so a model loaded from a resume
+    state would draw epoch 1's dropout masks again; kept with the resume state's
+    arrays, a resumed run draws what the uninterrupted one would.
+    """
+    weights = {id(w) for w in model.weights}
+    others = [v for v in model.variables if id(v) not in weights]
+    return {
+        f"{RNG_PREFIX}{i}": np.asarray(keras.ops.convert_to_numpy(v)) for i, v in enumerate(others)
+    }
+
+
+def restore_random_states(model, arrays: dict) -> None:
+    """Put back what `random_states` saved (nothing for a state saved without them)."""
+    weights = {id(w) for w in model.weights}
+    others = [v for v in model.variables if id(v) not in weights]
+    for i, variable in enumerate(others):
+        value = arrays.get(f"{RNG_PREFIX}{i}")
+        if value is not None:
+            variable.assign(value)
 
 
 def _finite_or_none(value):
