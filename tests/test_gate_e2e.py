@@ -36,3 +36,16 @@ def test_a_seeded_gate_runs_both_revisions_on_the_same_seeds_and_reuses_them(
     again_status, again = sh(*gate, cwd=repo, check=False)
     assert again_status == status and again.count("gate: 2/2 runs already done, reused") == 2
     assert " done · " not in again  # nothing trained the second time
+    # An uncommitted edit against HEAD: the workspace's runs are gate-wip-s<seed>, HEAD's are
+    # the committed runs above, reused; the edit is not compared with itself.
+    params["model"]["dropout"] = 0.0
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    wip_status, wip = sh(*gate[:4], "HEAD", "--seeds", "2", "--jobs", "2", cwd=repo, check=False)
+    assert wip_status in (0, 1, 3), wip[-3000:]
+    assert "uncommitted changes" in wip and "wip s7" in wip and "wip s8" in wip, wip[-3000:]
+    assert wip.count("gate: 2/2 runs already done, reused") == 1  # HEAD's side only
+    refs = sh("git", "for-each-ref", "--format=%(refname)", "refs/exps/", cwd=repo).split()
+    assert sorted(r.rsplit("/", 1)[1] for r in refs if "/gate-wip-" in r) == [
+        "gate-wip-s7",
+        "gate-wip-s8",
+    ]
