@@ -10,7 +10,7 @@ from gradguard.evaluation.compare import summarize
 from gradguard.evaluation.compare_report import markdown, plot_compare
 from gradguard.evaluation.plan import Cell, Plan
 from gradguard.io import atomic_path, write_json
-from stages.compare_runner import Runner
+from stages.compare_runner import Runner, say_now
 from stages.experiments import Experiments
 
 
@@ -41,7 +41,7 @@ class Flow:
         *,
         out: Path,
         poll: float = 5.0,
-        say=print,
+        say=say_now,
     ):
         self.plan, self.out, self.say = plan, out, say
         self.runner = Runner(experiments, plan, jobs, say=say, poll=poll)

@@ -18,6 +18,11 @@ from gradguard.evaluation.plan import Cell, Plan, matches
 from stages.experiments import Experiments, Found
 
 
+def say_now(line: str) -> None:
+    """A progress line, flushed: it shows as it comes when the output is a file or a CI log."""
+    print(line, flush=True)
+
+
 class Runner:
     """Drives one plan's cells through DVC's queue and collects their results."""
 
@@ -27,7 +32,7 @@ class Runner:
         plan: Plan,
         jobs: int = 1,
         *,
-        say: Callable[[str], None] = print,
+        say: Callable[[str], None] = say_now,
         poll: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,

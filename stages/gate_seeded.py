@@ -19,7 +19,7 @@ from pathlib import Path
 
 from gradguard.evaluation.gate import GateUsageError, Rule, SeededVerdict, check_seeded, json_value
 from gradguard.evaluation.plan import Plan
-from stages.compare_runner import Runner
+from stages.compare_runner import Runner, say_now
 from stages.experiments import EVAL, Experiments, dvc
 
 PREFIX = "gate"
@@ -78,7 +78,7 @@ def _values(rule: Rule, metrics: dict) -> object:
 
 
 def run_seeded(
-    rules: Sequence[Rule], baseline: str, seeds: Sequence[int], jobs: int = 1, say=print
+    rules: Sequence[Rule], baseline: str, seeds: Sequence[int], jobs: int = 1, say=say_now
 ) -> list[SeededVerdict]:
     """Run (or reuse) both sides' seeds, then judge every rule over the pairs."""
     dirty = uncommitted()
