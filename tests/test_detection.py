@@ -90,3 +90,41 @@ def test_non_finite_values_stay_out_of_the_window():
     flagged, state = spikes([1.0, math.nan, 3.0, math.inf])
     assert flagged == [] and int(state.count) == 2
     assert ops.convert_to_numpy(state.history).tolist()[:2] == pytest.approx([1.0, 3.0])
+
+
+def collapses(losses, chance=1.0, level=0.9, learned=0.5, window=3):
+    """Indices of the batch losses collapse_check flags, and the final state."""
+    zero = ops.convert_to_tensor(0, "int32")
+    state = detection.CollapseState(zero, zero)
+    flagged = []
+    for i, loss in enumerate(losses):
+        value = ops.convert_to_tensor(loss, "float32")
+        is_collapse, state = detection.collapse_check(state, value, chance, level, learned, window)
+        if bool(is_collapse):
+            flagged.append(i)
+    return flagged, state
+
+
+def test_a_collapse_is_window_steps_at_chance_after_the_run_learned():
+    # Chance 1.0, level 0.9, learned 0.5, window 3. Steps 0-3 at chance before any loss
+    # <= 0.5: not a collapse (the run has not learned yet). Step 4 (0.5) learns. Steps 5-6
+    # at chance, 7 (0.8 < 0.9) breaks the run; 8, 9, 10 at chance: the event on 10. Then
+    # 11-14 at chance again: no event until the run learns again (15: 0.3); 16-18: event on 18.
+    losses = [1.0] * 4 + [0.5, 1.0, 0.95, 0.8] + [1.0, 2.0, 0.9] + [1.0] * 4 + [0.3] + [1.0] * 3
+    flagged, state = collapses(losses)
+    assert flagged == [10, 18]
+    assert (int(state.count), int(state.learned)) == (0, 0)
+
+
+def test_a_non_finite_or_unrecorded_loss_is_not_at_chance():
+    # A NaN, or the +Inf a trainer leaves when it does not record the loss (JAX), breaks
+    # the run of steps at chance: [0.1, 1, 1, NaN, 1, 1] never has 3 in a row.
+    flagged, state = collapses([0.1, 1.0, 1.0, math.nan, 1.0, 1.0])
+    assert flagged == []
+    assert (int(state.count), int(state.learned)) == (2, 1)
+    assert collapses([math.inf] * 10)[0] == []
+
+
+def test_convergence_is_no_collapse():
+    # Losses falling to 0, as in a healthy run whose gradient norm also falls to 0.
+    assert collapses([2.3 * 0.8**i for i in range(60)], chance=math.log(10), window=3)[0] == []

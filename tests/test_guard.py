@@ -438,3 +438,28 @@ def test_an_unclipped_step_is_never_counted_as_clipped():
     for _ in range(30):
         apply(guard, [rng.normal(size=v.shape).astype("float32") for v in variables], variables)
     assert read_stats(guard)["clipped_steps"] == 0
+
+
+@tensorflow_only
+def test_a_collapse_back_to_chance_is_an_event_on_its_last_step():
+    # Batches of one, mse, weights at 0 and lr 0: the batch loss is y^2. Chance 1.0,
+    # window 3: 0.25 learns, then three losses of 1.0 collapse (event on step 3), the
+    # next three do not (the run must learn again first).
+    y = np.sqrt(np.array([[0.25], [1.0], [1.0], [1.0], [1.0], [1.0], [1.0]], "float32"))
+    model = keras.Sequential(
+        [keras.Input((1,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")]
+    )
+    guard = GradientGuard(keras.optimizers.SGD(0.0), collapse_loss=1.0, collapse_window=3)
+    model.compile(optimizer=guard, loss="mse")
+    model.fit(1.0 / y, y, batch_size=1, epochs=1, shuffle=False, verbose=0)
+    assert [row.event for row in guard.read_step_log()] == [0, 0, 0, 4, 0, 0, 0]
+    stats = read_stats(guard)
+    assert (stats["collapses"], stats["events"], stats["spikes"]) == (1, 1, 0)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="JAX backend only")
+def test_the_collapse_check_is_refused_on_jax():
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer=GradientGuard(keras.optimizers.SGD(0.1), collapse_loss=1.0), loss="mse")
+    with pytest.raises(ValueError, match=r"collapse_loss=1\.0 needs the TensorFlow"):
+        model.fit(np.ones((2, 1)), np.ones((2, 1)), verbose=0)

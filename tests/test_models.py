@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 import zipfile
 
@@ -17,6 +18,7 @@ from gradguard.training.models import (
     build_initializer,
     build_optimizer,
     canonicalise_model_file,
+    collapse_check_off,
     load_model,
     save_model,
 )
@@ -92,6 +94,25 @@ def test_build_optimizer_carries_the_spike_settings():
     assert build_optimizer(parse_params({})).config.spike_warmup_factor == 100.0
     off = parse_params({"train": {"spike_warmup_factor": None}})
     assert build_optimizer(off).config.spike_warmup_factor is None
+
+
+def test_build_optimizer_checks_for_a_collapse_to_ln_k_where_it_can():
+    knobs = {"collapse_window": 20, "collapse_level": 0.8, "collapse_learned": 0.4}
+    config = build_optimizer(parse_params({"train": knobs}), num_classes=10).config
+    assert config.collapse_loss == pytest.approx(math.log(10))  # 2.302585
+    assert (config.collapse_window, config.collapse_level, config.collapse_learned) == (
+        20,
+        0.8,
+        0.4,
+    )
+    assert build_optimizer(parse_params({})).config.collapse_loss is None  # no class count
+    off = parse_params({"train": {"collapse_window": None}})
+    assert build_optimizer(off, num_classes=10).config.collapse_loss is None
+    mixed = parse_params({"train": {"mixed_precision": True}})
+    assert "mixed_precision" in collapse_check_off(mixed)
+    assert build_optimizer(mixed, 10).inner_optimizer.config.collapse_loss is None
+    if keras.backend.backend() == "jax":
+        assert "JAX" in collapse_check_off(parse_params({}))
 
 
 def test_two_saves_of_the_same_model_are_byte_identical(tmp_path):

@@ -69,6 +69,10 @@ class GradientGuard(keras.optimizers.Optimizer):
             (`gradguard.functional.detection.spike_check`).
         skip_spikes: skip the update of a spike step too.
         loss_spikes: also watch the batch loss (TensorFlow and PyTorch only).
+        collapse_loss, collapse_window, collapse_level, collapse_learned: the collapse
+            check on the batch loss (`gradguard.functional.detection.collapse_check`;
+            TensorFlow and PyTorch only): `collapse_loss` is the chance level, e.g.
+            ln K for K balanced classes; None (the default) turns it off.
         name: the optimizer's name.
 
     Raises:
@@ -121,11 +125,14 @@ class GradientGuard(keras.optimizers.Optimizer):
     def build(self, var_list):
         if self.built:
             return
-        if self.config.loss_spikes and backend.backend() == "jax":
-            raise ValueError(
-                "GradientGuard loss_spikes=True needs the TensorFlow or PyTorch backend: "
-                "the JAX trainer does not hand the batch loss to the optimizer"
-            )
+        if backend.backend() == "jax":
+            for key, off in (("loss_spikes", False), ("collapse_loss", None)):
+                if getattr(self.config, key) != off:
+                    raise ValueError(
+                        f"GradientGuard {key}={getattr(self.config, key)!r} needs the "
+                        "TensorFlow or PyTorch backend: the JAX trainer does not hand the "
+                        "batch loss to the optimizer"
+                    )
         if backend.backend() == "tensorflow":
             _refuse_a_per_replica_loss_scale(self)
         self.layout = Layout.of(var_list, self.config.agc_exclude_last)

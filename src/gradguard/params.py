@@ -147,6 +147,11 @@ class TrainParams:
     spike_warmup_factor: float | None = 100.0  # before that: above this x median so far; null off
     spike_factor: float | None = 10.0  # and above this x the window's mean; null: the band alone
     loss_spikes: bool = False  # the batch loss above the same band of its own window: a spike
+    # Collapse: after a batch loss <= collapse_learned x ln K, collapse_window batch losses in
+    # a row >= collapse_level x ln K (K classes) are an event; null window: no check.
+    collapse_window: int | None = 50
+    collapse_level: float = 0.9
+    collapse_learned: float = 0.5
     snapshot_every: int = 50  # rollback: updates between snapshots of weights and optimizer
     lr_backoff: float = 0.5  # rollback: learning-rate factor at each rollback
     max_rollbacks: int = 3  # rollback: then the run stops as diverged
@@ -170,6 +175,16 @@ class TrainParams:
         _check(self.patience >= 0, "train.patience", self.patience, "an integer >= 0")
         for key in ("spike_window", "spike_sigma", "spike_warmup_factor", "spike_factor"):
             _setting(f"train.{key}", getattr(self, key))
+        for key in ("collapse_level", "collapse_learned"):
+            _setting(f"train.{key}", getattr(self, key))
+        if self.collapse_window is not None:
+            _setting("train.collapse_window", self.collapse_window)
+        _check(
+            self.collapse_learned < self.collapse_level,
+            "train.collapse_learned",
+            self.collapse_learned,
+            f"less than train.collapse_level ({self.collapse_level})",
+        )
         _check(
             self.snapshots_kept >= 1, "train.snapshots_kept", self.snapshots_kept, "an integer >= 1"
         )

@@ -15,7 +15,7 @@ from typing import Any
 CLIP_MODES = ("none", "value", "norm", "global_norm", "agc", "autoclip", "zscore")
 
 # The step log's event codes (0: no event) and their names in events.json.
-EVENT_CODES = {"spike": 1, "nonfinite": 2, "loss_spike": 3}
+EVENT_CODES = {"spike": 1, "nonfinite": 2, "loss_spike": 3, "collapse": 4}
 EVENT_NAMES = {code: name for name, code in EVENT_CODES.items()}
 
 # The bound each mode needs set.
@@ -57,8 +57,14 @@ BOUNDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "spike_sigma": (_positive, "a number > 0"),
     "spike_warmup_factor": (lambda v: v > 1, "a factor > 1 (or null: no warm-up rule)"),
     "spike_factor": (lambda v: v >= 1, "a factor >= 1 (or null: the sigma band alone)"),
+    "collapse_loss": (_positive, "a loss > 0, the chance level (or null: no collapse check)"),
+    "collapse_window": (_at_least(1), "an integer >= 1 (or null: no collapse check)"),
+    "collapse_level": (lambda v: 0 < v <= 1, "a fraction of the chance loss in (0, 1]"),
+    "collapse_learned": (lambda v: 0 < v < 1, "a fraction of the chance loss in (0, 1)"),
 }
-OPTIONAL = frozenset({"clip_norm", "clip_value", "spike_warmup_factor", "spike_factor"})
+OPTIONAL = frozenset(
+    {"clip_norm", "clip_value", "spike_warmup_factor", "spike_factor", "collapse_loss"}
+)
 
 
 def setting_error(key: str, value: Any) -> str | None:

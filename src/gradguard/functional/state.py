@@ -23,10 +23,11 @@ STATS = {
     "diverged": ("int32", 0),  # 1 once an update went non-finite or skips ran out
     "spikes": ("int32", 0),  # finite steps whose norm was a spike (see gradguard.detection)
     "loss_spikes": ("int32", 0),  # steps whose batch loss was a spike (`loss_spikes=True`)
+    "collapses": ("int32", 0),  # collapses back to chance (`collapse_loss` set)
     # The batch loss the trainer handed to `scale_loss`; +Inf where it does not (JAX). Not NaN:
     # JAX's multi-process device_put checks that every process holds equal values.
     "batch_loss": ("float32", float("inf")),
-    "events": ("int32", 0),  # spikes + non-finite steps: what recovery policies react to
+    "events": ("int32", 0),  # spikes + non-finite steps + collapses: what recovery reacts to
     # Window accumulators, reset by `reset_window` (e.g. each epoch): no host sync per step.
     "window_norm_sum": ("float32", 0.0),
     "window_norm_max": ("float32", 0.0),
@@ -81,7 +82,7 @@ class StepRow(NamedTuple):
     pre_clip_norm: float
     post_clip_norm: float
     threshold: float  # the global-norm bound in force (inf: none)
-    event: int  # 0 ordinary, 1 gradient-norm spike, 2 non-finite, 3 batch-loss spike
+    event: int  # 0 ordinary, 1 gradient-norm spike, 2 non-finite, 3 batch-loss spike, 4 collapse
     batch_loss: float  # +Inf where the trainer does not hand the loss over (JAX)
     layer_norms: dict  # layer name -> its pre-clip gradient norm
 
@@ -101,6 +102,8 @@ def state_specs(config: GuardConfig, layout: Layout) -> dict:
     if config.loss_spikes:
         specs["loss_spike_history"] = ("float32", 0.0, (config.spike_window,))
         specs["loss_spike_count"] = ("int32", 0)
+    if config.collapse_loss is not None:
+        specs.update(collapse_count=("int32", 0), collapse_learned=("int32", 0))
     specs["step_log_count"] = ("int32", 0)
     if config.mode == "autoclip":
         specs["autoclip_history"] = ("float32", 0.0, (config.autoclip_window,))

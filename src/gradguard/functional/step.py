@@ -14,7 +14,7 @@ from keras import ops
 
 from gradguard.functional import clipping, detection
 from gradguard.functional.clipping import AutoClipState, ZScoreState
-from gradguard.functional.detection import SpikeState
+from gradguard.functional.detection import CollapseState, SpikeState
 from gradguard.settings import (
     BOUNDS,
     CLIP_MODES,
@@ -48,6 +48,10 @@ class GuardConfig:
     spike_factor: float | None = 10.0
     skip_spikes: bool = False
     loss_spikes: bool = False
+    collapse_loss: float | None = None
+    collapse_window: int = 50
+    collapse_level: float = 0.9
+    collapse_learned: float = 0.5
 
     def __post_init__(self):
         object.__setattr__(
@@ -199,17 +203,11 @@ def guard_step(
     new.update(detector_state)
     any_spike = ops.logical_or(is_spike, is_loss_spike)
     skip = _skip(config, finite, any_spike)
+    is_collapse = _collapse(config, state, new)
     new.update(_counters(config, state, finite, skip, was_clipped, ops.cast(step, "int32")))
     new.update(_window(state, pre, layer_norms, finite, was_clipped))
-    event = ops.where(
-        ops.logical_not(finite),
-        float(EVENT_CODES["nonfinite"]),
-        ops.where(
-            is_spike,
-            float(EVENT_CODES["spike"]),
-            ops.where(is_loss_spike, float(EVENT_CODES["loss_spike"]), 0.0),
-        ),
-    )
+    event = _event_code(finite, is_spike, is_loss_spike, is_collapse)
+    event_flag = any_spike if is_collapse is None else ops.logical_or(any_spike, is_collapse)
     row = ops.concatenate(
         [
             ops.stack([pre, post, ops.cast(threshold, "float32"), event, new["batch_loss"]]),
@@ -225,9 +223,41 @@ def guard_step(
         step_log_count=state["step_log_count"] + 1,
         spikes=state["spikes"] + _as_int(is_spike),
         loss_spikes=state["loss_spikes"] + _as_int(is_loss_spike),
-        events=state["events"] + _as_int(ops.logical_or(any_spike, ops.logical_not(finite))),
+        events=state["events"] + _as_int(ops.logical_or(event_flag, ops.logical_not(finite))),
     )
     return clipped, ops.logical_not(skip), new
+
+
+def _event_code(finite, is_spike, is_loss_spike, is_collapse):
+    """The step log's event code (`EVENT_CODES`): the first that holds of non-finite, a
+    gradient-norm spike, a batch-loss spike, a collapse; 0 for none."""
+    code = 0.0
+    if is_collapse is not None:
+        code = ops.where(is_collapse, float(EVENT_CODES["collapse"]), code)
+    code = ops.where(is_loss_spike, float(EVENT_CODES["loss_spike"]), code)
+    code = ops.where(is_spike, float(EVENT_CODES["spike"]), code)
+    return ops.where(ops.logical_not(finite), float(EVENT_CODES["nonfinite"]), code)
+
+
+def _collapse(config: GuardConfig, state: dict, new: dict):
+    """The collapse check on the batch loss (`collapse_loss` set): writes its state into
+    `new` and returns whether this step ends a collapse (None when there is no check)."""
+    if config.collapse_loss is None:
+        return None
+    is_collapse, collapse_state = detection.collapse_check(
+        CollapseState(state["collapse_count"], state["collapse_learned"]),
+        new["batch_loss"],
+        config.collapse_loss,
+        config.collapse_level,
+        config.collapse_learned,
+        config.collapse_window,
+    )
+    new.update(
+        collapse_count=collapse_state.count,
+        collapse_learned=collapse_state.learned,
+        collapses=state["collapses"] + _as_int(is_collapse),
+    )
+    return is_collapse
 
 
 def _skip(config: GuardConfig, finite, any_spike):

@@ -124,6 +124,7 @@ class TrainResult:
     skipped_steps: int
     spikes: int  # gradient-norm spikes detected (see gradguard.detection)
     loss_spikes: int  # batch-loss spikes detected (`train.loss_spikes`)
+    collapses: int  # collapses back to the chance loss (`train.collapse_window`)
     rollbacks: int  # rollbacks made by the `rollback` policy
     # Largest epoch-end global weight norm / the initial one (see `weight_growth`).
     weight_growth: float
@@ -237,7 +238,7 @@ def _compiled_model(params: Params, train, val, resume: ResumeState | None) -> k
             metrics = {"weighted_metrics": ["accuracy"]}
         else:
             loss, metrics = "sparse_categorical_crossentropy", {"metrics": ["accuracy"]}
-        model.compile(optimizer=build_optimizer(params), loss=loss, **metrics)
+        model.compile(optimizer=build_optimizer(params, num_classes), loss=loss, **metrics)
     return model
 
 
@@ -328,6 +329,7 @@ class _Watchers:
             skipped_steps=stats["skipped_steps"],
             spikes=stats["spikes"],
             loss_spikes=stats["loss_spikes"],
+            collapses=stats["collapses"],
             rollbacks=recovery.rollbacks,
             weight_growth=weight_growth(initial_norm, epoch_norms),
             resumed_from_epoch=initial_epoch or None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import keras
 
@@ -131,13 +132,33 @@ def build_inner_optimizer(params: TrainParams) -> keras.optimizers.Optimizer:
     raise ValueError(f"train.optimizer={params.optimizer!r} is not known")
 
 
-def build_optimizer(params: Params) -> keras.optimizers.Optimizer:
+def collapse_check_off(params: Params) -> str | None:
+    """Why the params' collapse check cannot run here (None: it can, or none is asked for).
+
+    It reads the batch loss, which the JAX trainer (`train.distribute: multihost`)
+    and Keras's loss-scale optimizer (`train.mixed_precision`) do not hand over.
+    """
+    if params.train.collapse_window is None:
+        return None
+    if keras.backend.backend() == "jax":
+        return "the JAX backend does not hand the batch loss to the optimizer"
+    if params.train.mixed_precision:
+        return "train.mixed_precision: the loss-scale optimizer keeps the batch loss"
+    return None
+
+
+def build_optimizer(params: Params, num_classes: int | None = None) -> keras.optimizers.Optimizer:
     """The inner optimizer wrapped in a `GradientGuard` configured from the params.
 
-    With `train.mixed_precision`, the guard is wrapped in turn in a
-    `GuardedLossScaleOptimizer` (dynamic loss scaling whose overflow decision
-    agrees across replicas; see `gradguard.loss_scale`).
+    With `num_classes` and `train.collapse_window` set, the guard checks for a
+    collapse back to the chance loss, ln(num_classes), where it can
+    (`collapse_check_off`). With `train.mixed_precision`, the guard is wrapped in
+    turn in a `GuardedLossScaleOptimizer` (dynamic loss scaling whose overflow
+    decision agrees across replicas; see `gradguard.loss_scale`).
     """
+    knobs = params.train
+    collapse = num_classes is not None and num_classes > 1 and knobs.collapse_window is not None
+    collapse = collapse and collapse_check_off(params) is None
     guard = GradientGuard(
         build_inner_optimizer(params.train),
         mode=params.resolved_clip_mode,
@@ -157,6 +178,10 @@ def build_optimizer(params: Params) -> keras.optimizers.Optimizer:
         spike_factor=params.train.spike_factor,
         skip_spikes=params.train.on_explosion in ("skip", "rollback"),
         loss_spikes=params.train.loss_spikes,
+        collapse_loss=math.log(num_classes) if collapse else None,
+        collapse_window=knobs.collapse_window or 50,
+        collapse_level=knobs.collapse_level,
+        collapse_learned=knobs.collapse_learned,
         name="gradient_guard",
     )
     if params.train.mixed_precision:

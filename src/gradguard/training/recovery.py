@@ -13,8 +13,11 @@ Snapshots are taken in memory every `snapshot_every` updates; the last `keep`
 of them are kept, so a rollback can reach up to `keep * snapshot_every`
 updates back. An event that comes again before the next snapshot was taken
 after a rollback means the snapshot rolled back to was already doomed: it is
-dropped and the next rollback goes to the one before it. All of them travel
-with the resume state (`state()` and `snapshot_arrays()`).
+dropped and the next rollback goes to the one before it. A collapse back to
+chance (the guard's `collapse_loss` check) is found `collapse_window` steps after
+it began, so it rolls back to the newest snapshot taken before those steps (the
+newer ones are dropped: they hold the collapsed run). All of them travel with the
+resume state (`state()` and `snapshot_arrays()`).
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ class ExplosionRecovery(keras.callbacks.Callback):
         self.max_rollbacks, self.keep = max_rollbacks, keep
         self.stopped, self.rollbacks, self.events = False, 0, []
         self._events_seen = 0
+        self._collapses_seen = 0
         self._snapshots: list[tuple] = []  # (step, weights, slots), oldest first
         self._last_snapshot_at = None  # step of the last snapshot or rollback
         self._doomed = False  # rolled back, and no snapshot taken since
@@ -147,6 +151,7 @@ class ExplosionRecovery(keras.callbacks.Callback):
             with keras.name_scope(self.guard.name, caller=self.guard):
                 self.guard.build(self.model.trainable_variables)
         self._events_seen = read_mid_epoch(None, self.guard, "events")
+        self._collapses_seen = read_mid_epoch(None, self.guard, "collapses")
         if self.policy == "rollback" and not self._snapshots:  # else: restored
             self._take_snapshot(self.guard.updates_seen)
 
@@ -157,20 +162,27 @@ class ExplosionRecovery(keras.callbacks.Callback):
         step = self.guard.updates_seen
         if events > self._events_seen:
             self._events_seen = events
+            # Only on an event: was it a collapse (one more transfer)?
+            collapses = read_mid_epoch(None, self.guard, "collapses")
+            collapse, self._collapses_seen = collapses > self._collapses_seen, collapses
             if self.policy == "stop" or self.rollbacks >= self.max_rollbacks:
                 self.stopped = True
                 self.model.stop_training = True
                 self.events.append({"step": step, "kind": "stop"})
             else:
-                self._roll_back(step)
+                self._roll_back(step, collapse)
         elif self.policy == "rollback" and step - self._last_snapshot_at >= self.snapshot_every:
             self._take_snapshot(step)
 
-    def _roll_back(self, step: int) -> None:
+    def _roll_back(self, step: int, collapse: bool = False) -> None:
         if self._doomed and len(self._snapshots) > 1:
             # An event again before a new snapshot: the last one rolled back to leads
             # here too. Drop it and go one further back.
             self._snapshots = self._snapshots[:-1]
+        if collapse:  # the collapse began collapse_window steps ago: back to before it
+            began = step - self.guard.config.collapse_window
+            while len(self._snapshots) > 1 and self._snapshots[-1][0] > began:
+                self._snapshots = self._snapshots[:-1]
         inner = self.guard.inner_optimizer
         rate = float(keras.ops.convert_to_numpy(inner.learning_rate)) * self.lr_backoff
         to_step, weights, slots = self._snapshots[-1]
@@ -179,9 +191,8 @@ class ExplosionRecovery(keras.callbacks.Callback):
             variable.assign(value)
         inner.learning_rate.assign(rate)
         self.rollbacks += 1
-        self.events.append(
-            {"step": step, "kind": "rollback", "to_step": to_step, "learning_rate": rate}
-        )
+        event = {"step": step, "kind": "rollback", "to_step": to_step, "learning_rate": rate}
+        self.events.append({**event, "after": "collapse"} if collapse else event)
         # The next snapshot comes snapshot_every updates from here; until then a new
         # event sends the run further back.
         self._last_snapshot_at, self._doomed = step, True

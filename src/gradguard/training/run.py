@@ -152,9 +152,13 @@ def train_on(
     from gradguard.training.callbacks import EpochMetricsLogger, Progress
     from gradguard.training.fit import configure_determinism, fit
     from gradguard.training.live import append_step_log
+    from gradguard.training.models import collapse_check_off
 
     configure_determinism(params.seed)
     resume, resumed = _restore(files, params, cluster, data_id, log)
+    off = collapse_check_off(params)
+    if off is not None and cluster.chief:
+        log(f"train: no collapse check (train.collapse_window): {off}")
     if cluster.chief and cluster.processes > 1:
         log(f"train: process 0 of {cluster.processes}, coordinator {cluster.coordinator}")
     folder = LiveFolder(files.live)
