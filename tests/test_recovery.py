@@ -166,3 +166,32 @@ def test_a_state_saved_with_one_snapshot_still_restores():
     recovery.restore(state, arrays)
     ((step, weights, slots),) = recovery._snapshots
     assert step == 12 and weights[0].shape == (2, 1) and slots == [7, np.float32(0.05)]
+
+
+def test_a_collapse_rolls_back_to_a_snapshot_from_before_it():
+    # Chance loss 4 (collapse_loss), so learned below 2 and at chance above 3.6. Zero weights
+    # start at mean(y^2) ~ 5 (not yet learned); SGD brings the batch loss under 2 within 8
+    # batches; batches 8-15 have targets x 1e4, far above 3.6. Spike rules off, window 5:
+    # at chance on batches 8-12, the event on batch 12 (update 13). Snapshots every 4
+    # updates: 0, 4, 8, 12; the one at 12 was taken inside the collapse, so it is dropped and
+    # the run goes back to 8 (without the collapse rule: to 12).
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((2,)), keras.layers.Dense(1, use_bias=False, kernel_initializer="zeros")]
+    )
+    guard = GradientGuard(
+        keras.optimizers.SGD(0.1),
+        spike_sigma=1e6,
+        spike_warmup_factor=None,
+        collapse_loss=4.0,
+        collapse_window=5,
+    )
+    model.compile(optimizer=guard, loss="mse")
+    recovery = ExplosionRecovery(guard, "rollback", snapshot_every=4, keep=3)
+    x, y = data("spike", at_batch=tuple(range(8, 16)))
+    model.fit(x, y, batch_size=2, epochs=1, shuffle=False, verbose=0, callbacks=[recovery])
+    losses = [row.batch_loss for row in guard.read_step_log()]
+    assert max(losses[4:8]) < 2.0 < 3.6 < min(losses[8:13])  # learned, then at chance
+    rollback = {"step": 13, "kind": "rollback", "to_step": 8, "after": "collapse"}
+    assert recovery.events == [pytest.approx({**rollback, "learning_rate": 0.05})]
+    assert read_stats(guard)["collapses"] == 1
