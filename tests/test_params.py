@@ -70,6 +70,19 @@ def test_the_repository_params_file_is_valid():
         ({"train": {"spike_warmup_factor": 1.0}}, "train.spike_warmup_factor=1.0"),
         ({"train": {"spike_factor": 0.5}}, "train.spike_factor=0.5"),
         ({"train": {"snapshots_kept": 0}}, "train.snapshots_kept=0"),
+        (
+            {"train": {"collapse_window": 0}},
+            "train.collapse_window=0 is invalid; expected an integer",
+        ),
+        (
+            {"train": {"collapse_level": 1.5}},
+            "train.collapse_level=1.5 is invalid; expected a fraction",
+        ),
+        ({"train": {"collapse_learned": 0.0}}, "train.collapse_learned=0.0"),
+        (
+            {"train": {"collapse_learned": 0.9}},
+            "train.collapse_learned=0.9 is invalid; expected less than train.collapse_level (0.9)",
+        ),
         ({"evaluate": {"explode_factor": 1.0}}, "evaluate.explode_factor=1.0"),
         ({"evaluate": {"collapse_margin": 1.0}}, "evaluate.collapse_margin=1.0"),
         (
