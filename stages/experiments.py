@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,18 +35,27 @@ def dvc(*args: str, cwd: str | Path = ".") -> str:
     """Run `python -m dvc ARGS` with this environment first on PATH; return its stdout."""
     # The queue's workers start `dvc` and the stages start `python`: both from this environment.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    done = subprocess.run(
-        [sys.executable, "-m", "dvc", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=cwd,
-        env={**os.environ, "PATH": path},
-    )
+    # Files, not pipes: `dvc queue start` forks its workers with this command's standard
+    # output and error, and a pipe would stay open (the call blocked) until they all exit.
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        done = subprocess.run(
+            [sys.executable, "-m", "dvc", *args],
+            stdout=out,
+            stderr=err,
+            check=False,
+            cwd=cwd,
+            env={**os.environ, "PATH": path},
+        )
+        stdout, stderr = (_read(handle) for handle in (out, err))
     if done.returncode != 0:
-        lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+        lines = [line for line in (stderr + stdout).splitlines() if line.strip()]
         raise DvcError(f"dvc {' '.join(args[:3])} failed: {lines[-1] if lines else '?'}")
-    return done.stdout
+    return stdout
+
+
+def _read(handle) -> str:
+    handle.seek(0)
+    return handle.read().decode("utf-8", errors="replace")
 
 
 def set_value(key: str, value: Any) -> str:

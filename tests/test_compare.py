@@ -19,7 +19,7 @@ from gradguard.evaluation.plan import Cell, apply_overrides, check_plan, choose,
 from stages import compare
 from stages.compare_flow import _more_seeds, shard_of
 from stages.compare_runner import Runner
-from stages.experiments import Found, set_value
+from stages.experiments import Found, dvc, set_value
 
 ROOT = Path(__file__).resolve().parents[1]
 REMEDIES = ["none", "value", "norm", "global_norm", "agc", "autoclip", "zscore", "skip", "rollback"]
@@ -399,3 +399,26 @@ def test_until_decided_adds_the_same_new_seeds_to_the_undecided_and_the_best():
     }
     seeds = {name: [1, 2, 3, 4, 5, 6] for name in seeds}
     assert _more_seeds(report, seeds, max_seeds=6) == {}  # at the limit
+
+
+def test_a_dvc_command_returns_while_the_workers_it_forked_run_on(tmp_path, monkeypatch):
+    # `dvc queue start` forks workers that keep its standard output and error. A stand-in
+    # `dvc` does the same: it forks a child that holds them and sleeps, and exits at once.
+    # Read through pipes, the call would wait for the child (the compare printed no progress
+    # until its queue was empty); read through files, it returns while the child lives.
+    fake = tmp_path / "dvc"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("")
+    ended = tmp_path / "child-ended"
+    (fake / "__main__.py").write_text(
+        "import os, sys, time\n"
+        "print('started')\n"
+        "sys.stdout.flush()\n"
+        "if os.fork() == 0:\n"
+        "    time.sleep(20)\n"
+        f"    open({str(ended)!r}, 'w').close()\n"
+        "    os._exit(0)\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    assert dvc("queue", "start", cwd=tmp_path) == "started\n"
+    assert not ended.exists()  # the call did not wait for the child
