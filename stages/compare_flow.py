@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from gradguard.errors import ParamsError
-from gradguard.evaluation.compare import summarize
+from gradguard.evaluation.compare import TRAIN_KEYS, summarize
 from gradguard.evaluation.compare_report import markdown, plot_compare
 from gradguard.evaluation.plan import Cell, Plan
 from gradguard.io import atomic_path, write_json
@@ -112,9 +112,9 @@ class Flow:
             if cell not in results:
                 continue
             curve, summary = self.experiments.recorded(rev)
-            growth = summary.get("weight_growth")
+            recorded = {key: summary.get(key) for key in TRAIN_KEYS}
             enriched[cell] = dataclasses.replace(
-                results[cell], metrics={**results[cell].metrics, "weight_growth": growth}
+                results[cell], metrics={**results[cell].metrics, **recorded}
             )
             if cell.learning_rate is None:
                 norms.setdefault(cell.remedy, []).append(curve)

@@ -24,7 +24,9 @@ VERDICTS = ("healthy", "diverged", "exploded", "collapsed")
 FAILED_TO_RUN = "failed to run"  # a queue or infrastructure failure: not a verdict
 LABELS = ("recommended", "acceptable", "unsafe", "inconclusive")
 GRADIENT_KEYS = ("max_grad_norm", "clip_fraction", "skipped_steps", "rollbacks")
-RUN_KEYS = (*GRADIENT_KEYS, "first_nonfinite_step", "weight_growth")  # per run, when known
+# From each run's training summary (when its DVC cache has it): the worst run's, per remedy.
+TRAIN_KEYS = ("weight_growth", "collapses")
+RUN_KEYS = (*GRADIENT_KEYS, "first_nonfinite_step", *TRAIN_KEYS)  # per run, when known
 RULES = (
     "`unsafe`: at least one of the remedy's runs is not `healthy` (diverged, exploded or "
     "collapsed).",
@@ -107,7 +109,7 @@ def _remedy_runs(plan: Plan, results: Sequence[RunResult], name: str) -> list[Ru
 
 def _gradients(finished: Sequence[RunResult]) -> dict:
     out = {}
-    for key in (*GRADIENT_KEYS, "weight_growth"):
+    for key in (*GRADIENT_KEYS, *TRAIN_KEYS):
         values = [r.metrics.get(key) for r in finished]
         values = [float(v) for v in values if isinstance(v, int | float) and math.isfinite(v)]
         if not values:

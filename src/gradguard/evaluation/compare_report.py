@@ -79,9 +79,9 @@ def _summary_table(report: Mapping) -> list[str]:
     lines = [
         "| remedy | label | verdicts | not healthy, 95 % CI | accuracy mean ± std | IQM "
         "| healthy runs: mean | vs none [95 % CI] | P(> none) | vs best [95 % CI] "
-        "| max grad norm | clip fraction | skipped steps | rollbacks | max weight growth |"
-        + (" highest healthy lr |" if headroom else ""),
-        "|---" * (15 + headroom) + "|",
+        "| max grad norm | clip fraction | skipped steps | rollbacks | collapses "
+        "| max weight growth |" + (" highest healthy lr |" if headroom else ""),
+        "|---" * (16 + headroom) + "|",
     ]
     for s in report["remedies"]:
         every, healthy, grads = s["accuracy"]["all"], s["accuracy"]["healthy"], s["gradients"]
@@ -107,6 +107,7 @@ def _summary_table(report: Mapping) -> list[str]:
             _number(grads["clip_fraction"], "{:.2f}"),
             _number(grads["skipped_steps"], "{:.0f}"),
             _number(grads["rollbacks"], "{:.0f}"),
+            _number(grads.get("collapses"), "{:.0f}"),
             _number(grads.get("weight_growth"), "{:.3g}x"),
         ]
         if headroom:
