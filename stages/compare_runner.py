@@ -46,6 +46,7 @@ class Runner:
         self.pending: dict[str, dict] = {}  # to queue, in one call: name -> overrides
         self.check_every = check_every  # seconds between looks at the queue itself
         self.label = label  # the command's name, first on its progress lines
+        self.orphan_looks = 0  # looks in a row that found running runs and no worker
 
     def run(self, cells: Sequence[Cell]) -> dict[Cell, RunResult]:
         """Every cell's result, running those that are not finished; returns when all are."""
@@ -116,6 +117,7 @@ class Runner:
                 states = {found[c.experiment].state for c in waiting if c.experiment in found}
                 if "queued" in states and "running" not in states:
                     self.experiments.start(self.jobs)  # its workers were stopped: restart
+                self._stop_orphans(waiting, found)
             else:  # finished runs, from git: cheap
                 found = self.experiments.finished(self.plan.prefix)
             for cell in list(waiting):
@@ -130,6 +132,22 @@ class Runner:
                 self._progress(results, total, cell, started, done_here, len(waiting))
             if self.pending:
                 self._flush()
+
+    def _stop_orphans(self, waiting: list[Cell], found: dict) -> None:
+        """Runs shown as running with no worker alive, on two looks in a row, are orphans
+        (their worker was killed, e.g. with the machine): DVC marks them failed when killed,
+        and they are queued once more like any run that failed to execute."""
+        running = [found[c.experiment] for c in waiting if c.experiment in found]
+        running = [exp for exp in running if exp.state == "running"]
+        if not running or getattr(self.experiments, "active_workers", None) != 0:
+            self.orphan_looks = 0
+            return
+        self.orphan_looks += 1
+        if self.orphan_looks >= 2:
+            for exp in running:
+                self.say(f"{self.label}: {exp.name} shows as running with no worker: stopped")
+                self.experiments.kill(exp)
+            self.orphan_looks = 0
 
     def _settle(self, cell: Cell, exp: Found | None) -> RunResult | None:
         """The cell's result once it has one; None while it is queued, running or re-queued."""

@@ -88,6 +88,7 @@ class Experiments:
     def __init__(self, root: str | Path = "."):
         self.root = Path(root)
         self._read: dict[str, tuple[dict, dict | None]] = {}  # commit -> (params, metrics)
+        self.active_workers: int | None = None  # as the last `find` saw them
 
     def _git(self, *args: str) -> str:
         done = subprocess.run(
@@ -124,9 +125,15 @@ class Experiments:
         found = {}
         for line in dvc("queue", "status", cwd=self.root).splitlines()[1:]:
             fields = line.split()
-            if len(fields) >= 2 and fields[1].startswith(prefix) and fields[-1] in QUEUE_STATES:
+            if line.startswith("Worker status:"):  # "Worker status: 2 active, 0 idle"
+                self.active_workers = int(fields[2])
+            elif len(fields) >= 2 and fields[1].startswith(prefix) and fields[-1] in QUEUE_STATES:
                 found[fields[1]] = Found(fields[1], QUEUE_STATES[fields[-1]], fields[0], {}, None)
         return {**found, **self.finished(prefix)}  # a finished one wins over its old entries
+
+    def kill(self, exp: Found) -> None:
+        """Stop a running experiment; DVC marks it failed (also one whose worker is gone)."""
+        dvc("queue", "kill", exp.rev, cwd=self.root)
 
     def queue(self, entries: Mapping[str, Mapping[str, Any]]) -> None:
         """Queue experiments {name: overrides} in one process (DVC's API: no start-up each)."""

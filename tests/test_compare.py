@@ -284,10 +284,12 @@ class FakeQueue:
         self.removed: list[str] = []
         self.starts = 0
         self.fail, self.fail_once = set(fail), set(fail_once)
+        self.active_workers: int | None = None
+        self.killed: list[str] = []
 
     def _advance(self):
         for name, exp in list(self.entries.items()):
-            if exp.state == "queued":
+            if exp.state == "queued" and self.active_workers != 0:
                 failed = name in self.fail or name in self.fail_once
                 self.fail_once.discard(name)
                 state, metrics = ("failed", None) if failed else ("success", self.metrics(name))
@@ -326,6 +328,11 @@ class FakeQueue:
 
     def failure(self, exp):
         return "OSError: disk full"
+
+    def kill(self, exp):
+        self.killed.append(exp.name)
+        self.entries[exp.name] = Found(exp.name, "failed", exp.rev, exp.params, None)
+        self.active_workers = None  # the re-queued run gets a worker
 
 
 def runner_for(queue, plan, lines):
@@ -422,3 +429,19 @@ def test_a_dvc_command_returns_while_the_workers_it_forked_run_on(tmp_path, monk
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     assert dvc("queue", "start", cwd=tmp_path) == "started\n"
     assert not ended.exists()  # the call did not wait for the child
+
+
+def test_a_run_left_running_by_a_dead_worker_is_stopped_then_run_again(plan):
+    # An entry shows as running, and no worker is alive (its worker died with the machine):
+    # on the second look that sees this, it is killed (DVC marks it failed), then queued
+    # once more, like a run that failed to execute, and it finishes.
+    chosen = small_plan(plan, ["none"], seeds=(1, 2))
+    queue, lines = FakeQueue(), []
+    queue.entries["cmp-none-s1"] = Found("cmp-none-s1", "running", "rev-old", {}, None)
+    queue.entries["cmp-none-s2"] = Found("cmp-none-s2", "running", "rev-old2", {}, None)
+    queue.active_workers = 0
+    results = runner_for(queue, chosen, lines).run(chosen.cells())
+    assert queue.killed == ["cmp-none-s1", "cmp-none-s2"]
+    assert sorted(queue.queued) == sorted(queue.removed) == ["cmp-none-s1", "cmp-none-s2"]
+    assert [r.verdict for r in results.values()] == ["healthy", "healthy"]
+    assert "cmp-none-s1 shows as running with no worker: stopped" in lines[0]
