@@ -114,9 +114,7 @@ class Runner:
             look = self.clock() - last_look >= self.check_every
             if look:  # `dvc queue status` costs seconds: now and then, for failures
                 found, last_look = self.experiments.find(self.plan.prefix), self.clock()
-                states = {found[c.experiment].state for c in waiting if c.experiment in found}
-                if "queued" in states and "running" not in states:
-                    self.experiments.start(self.jobs)  # its workers were stopped: restart
+                self._keep_workers(waiting, found)
                 self._stop_orphans(waiting, found)
             else:  # finished runs, from git: cheap
                 found = self.experiments.finished(self.plan.prefix)
@@ -132,6 +130,15 @@ class Runner:
                 self._progress(results, total, cell, started, done_here, len(waiting))
             if self.pending:
                 self._flush()
+
+    def _keep_workers(self, waiting: list[Cell], found: dict) -> None:
+        """Start the missing workers while runs wait in the queue: all of them were stopped
+        (an interrupted compare), or fewer than `jobs` are alive (one exited)."""
+        states = {found[c.experiment].state for c in waiting if c.experiment in found}
+        active = getattr(self.experiments, "active_workers", None)
+        short = "running" not in states or (active is not None and active < self.jobs)
+        if "queued" in states and short:
+            self.experiments.start(self.jobs)  # DVC starts only the workers not running
 
     def _stop_orphans(self, waiting: list[Cell], found: dict) -> None:
         """Runs shown as running with no worker alive, on two looks in a row, are orphans

@@ -445,3 +445,23 @@ def test_a_run_left_running_by_a_dead_worker_is_stopped_then_run_again(plan):
     assert sorted(queue.queued) == sorted(queue.removed) == ["cmp-none-s1", "cmp-none-s2"]
     assert [r.verdict for r in results.values()] == ["healthy", "healthy"]
     assert "cmp-none-s1 shows as running with no worker: stopped" in lines[0]
+
+
+def test_workers_that_exited_while_runs_wait_are_started_again(plan):
+    # Two jobs; one run running, one queued. With one worker alive (the other exited) the
+    # runner starts the missing one; with both alive, or nothing queued, it starts none.
+    chosen = small_plan(plan, ["none"], seeds=(1, 2))
+    cells = list(chosen.cells())
+    found = {
+        "cmp-none-s1": Found("cmp-none-s1", "running", "rev-1", {}, None),
+        "cmp-none-s2": Found("cmp-none-s2", "queued", "rev-2", {}, None),
+    }
+    for active, starts in ((1, 1), (2, 0), (None, 0)):
+        queue = FakeQueue()
+        queue.active_workers = active
+        runner_for(queue, chosen, [])._keep_workers(cells, found)
+        assert queue.starts == starts, active
+    queue = FakeQueue()
+    queue.active_workers = 1
+    runner_for(queue, chosen, [])._keep_workers(cells[:1], found)  # only the running one
+    assert queue.starts == 0
