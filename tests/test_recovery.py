@@ -168,6 +168,9 @@ def test_a_state_saved_with_one_snapshot_still_restores():
     assert step == 12 and weights[0].shape == (2, 1) and slots == [7, np.float32(0.05)]
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() == "jax", reason="the collapse check reads the batch loss: not on JAX"
+)
 def test_a_collapse_rolls_back_to_a_snapshot_from_before_it():
     # Chance loss 4 (collapse_loss), so learned below 2 and at chance above 3.6. Zero weights
     # start at mean(y^2) ~ 5 (not yet learned); SGD brings the batch loss under 2 within 8
