@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 
+import keras
 import tensorflow as tf
 from keras import ops
 
@@ -127,3 +129,30 @@ def loss_scaled_apply(scaler, grads: list, trainable_variables: list) -> None:
     tf.distribute.get_replica_context().merge_call(
         cross_replica, args=(finite, grads, trainable_variables)
     )
+
+
+def refuse_a_per_replica_loss_scale(guard) -> None:
+    """Refuse, before the first step, Keras's own `LossScaleOptimizer` around the guard on
+    several `tf.distribute` replicas: it decides a float16 overflow from one replica's local
+    gradients, so the run skips every update, or its replicas part ways in a graph error.
+
+    `compile()` adds that wrapper by itself under `mixed_float16`, so it is found by what
+    builds the guard (the wrapper's `build`) rather than by what the user wrote.
+    """
+    count = replicas()
+    if count < 2:
+        return
+    frame = sys._getframe(1)
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        if (
+            type(owner) is keras.optimizers.LossScaleOptimizer
+            and getattr(owner, "inner_optimizer", None) is guard
+        ):
+            raise ValueError(
+                f"GradientGuard on {count} replicas is wrapped in Keras's LossScaleOptimizer "
+                "(compile() adds it under mixed_float16), which decides float16 overflow on "
+                "one replica's gradients; write compile(optimizer=gradguard."
+                "GuardedLossScaleOptimizer(GradientGuard(...)))"
+            )
+        frame = frame.f_back

@@ -9,7 +9,6 @@ serialises that inner optimizer in `get_config`. The math of a step lives in
 from __future__ import annotations
 
 import dataclasses
-import sys
 
 import keras
 import numpy as np
@@ -134,7 +133,9 @@ class GradientGuard(keras.optimizers.Optimizer):
                         "batch loss to the optimizer"
                     )
         if backend.backend() == "tensorflow":
-            _refuse_a_per_replica_loss_scale(self)
+            from gradguard._tf_distribute import refuse_a_per_replica_loss_scale
+
+            refuse_a_per_replica_loss_scale(self)
         self.layout = Layout.of(var_list, self.config.agc_exclude_last)
         specs = state_specs(self.config, self.layout)
         # Scalars of one dtype share a vector variable: one read and one write a step for all
@@ -387,32 +388,3 @@ class GradientGuard(keras.optimizers.Optimizer):
             config.pop("inner_optimizer"), custom_objects=custom_objects
         )
         return cls(inner, **config)
-
-
-def _refuse_a_per_replica_loss_scale(guard) -> None:
-    """Refuse, before the first step, Keras's own `LossScaleOptimizer` around the guard on
-    several `tf.distribute` replicas: it decides a float16 overflow from one replica's local
-    gradients, so the run skips every update, or its replicas part ways in a graph error.
-
-    `compile()` adds that wrapper by itself under `mixed_float16`, so it is found by what
-    builds the guard (the wrapper's `build`) rather than by what the user wrote.
-    """
-    from gradguard._tf_distribute import replicas
-
-    count = replicas()
-    if count < 2:
-        return
-    frame = sys._getframe(1)
-    while frame is not None:
-        owner = frame.f_locals.get("self")
-        if (
-            type(owner) is keras.optimizers.LossScaleOptimizer
-            and getattr(owner, "inner_optimizer", None) is guard
-        ):
-            raise ValueError(
-                f"GradientGuard on {count} replicas is wrapped in Keras's LossScaleOptimizer "
-                "(compile() adds it under mixed_float16), which decides float16 overflow on "
-                "one replica's gradients; write compile(optimizer=gradguard."
-                "GuardedLossScaleOptimizer(GradientGuard(...)))"
-            )
-        frame = frame.f_back
