@@ -135,7 +135,7 @@ class Runner:
         """Start the missing workers while runs wait in the queue: all of them were stopped
         (an interrupted compare), or fewer than `jobs` are alive (one exited)."""
         states = {found[c.experiment].state for c in waiting if c.experiment in found}
-        active = getattr(self.experiments, "active_workers", None)
+        active = self.experiments.active_workers
         short = "running" not in states or (active is not None and active < self.jobs)
         if "queued" in states and short:
             self.experiments.start(self.jobs)  # DVC starts only the workers not running
@@ -146,7 +146,7 @@ class Runner:
         and they are queued once more like any run that failed to execute."""
         running = [found[c.experiment] for c in waiting if c.experiment in found]
         running = [exp for exp in running if exp.state == "running"]
-        if not running or getattr(self.experiments, "active_workers", None) != 0:
+        if not running or self.experiments.active_workers != 0:
             self.orphan_looks = 0
             return
         self.orphan_looks += 1
