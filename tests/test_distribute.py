@@ -189,12 +189,18 @@ def test_compile_under_mixed_float16_on_two_replicas_is_refused_before_the_first
         before = [w.numpy().copy() for w in model.weights]
         with pytest.raises(ValueError, match=r"write compile\(optimizer=gradguard\.Guarded"):
             model.fit(x, y, batch_size=GLOBAL_BATCH, epochs=1, steps_per_epoch=4, verbose=0)
-        # On one device the same wrapper is right, and it trains.
+        # On one device the same wrapper is right, and it trains. Unshuffled clean data and
+        # 12 steps: the first steps overflow at Keras's initial scale 2**15 and are skipped
+        # while it halves, so the count applied is fixed, not a draw of fit()'s shuffle.
         with tf.distribute.get_strategy().scope():
             single = mlp()
             single.compile(optimizer=GradientGuard(keras.optimizers.Adam(0.01)), loss="mse")
-        single.fit(x, y, batch_size=GLOBAL_BATCH, epochs=1, steps_per_epoch=4, verbose=0)
+        single.fit(
+            *data(), batch_size=GLOBAL_BATCH, epochs=3, steps_per_epoch=4, shuffle=False, verbose=0
+        )
     finally:
         keras.config.set_dtype_policy("float32")
     assert all((w.numpy() == b).all() for w, b in zip(model.weights, before, strict=True))
-    assert int(single.optimizer.iterations.numpy()) > 0
+    # Two overflowing steps halve 2**15 twice; the other 10 of 12 are applied.
+    applied = int(single.optimizer.iterations.numpy())
+    assert (applied, float(single.optimizer.dynamic_scale.numpy())) == (10, 8192.0)
