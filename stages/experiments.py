@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,21 @@ class DvcError(RuntimeError):
     """A DVC command failed; the message is its last line of output."""
 
 
-def dvc(*args: str, cwd: str | Path = ".") -> str:
-    """Run `python -m dvc ARGS` with this environment first on PATH; return its stdout."""
+def dvc(*args: str, cwd: str | Path = ".", tries: int = 1, wait: float = 2.0) -> str:
+    """Run `python -m dvc ARGS` with this environment first on PATH; return its stdout.
+
+    `tries`: for reads only, e.g. `queue status`, which can fail for a moment while
+    workers start (seen once in a 45-run compare, at its start); `wait` s between tries.
+    """
+    for _ in range(tries - 1):
+        try:
+            return _dvc(args, cwd)
+        except DvcError:
+            time.sleep(wait)
+    return _dvc(args, cwd)
+
+
+def _dvc(args: tuple[str, ...], cwd: str | Path) -> str:
     # The queue's workers start `dvc` and the stages start `python`: both from this environment.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     # Files, not pipes: `dvc queue start` forks its workers with this command's standard
@@ -48,9 +62,17 @@ def dvc(*args: str, cwd: str | Path = ".") -> str:
         )
         stdout, stderr = (_read(handle) for handle in (out, err))
     if done.returncode != 0:
-        lines = [line for line in (stderr + stdout).splitlines() if line.strip()]
-        raise DvcError(f"dvc {' '.join(args[:3])} failed: {lines[-1] if lines else '?'}")
+        raise DvcError(f"dvc {' '.join(args[:3])} failed: {_error_line(stderr, stdout)}")
     return stdout
+
+
+def _error_line(stderr: str, stdout: str) -> str:
+    """What a failed DVC command said: its last ERROR line, else the last line of its
+    error output, else of its output (a table row there would hide the cause)."""
+    errors = [line.strip() for line in stderr.splitlines() if line.strip()]
+    named = [line for line in errors if line.startswith("ERROR")]
+    lines = named or errors or [line.strip() for line in stdout.splitlines() if line.strip()]
+    return lines[-1] if lines else "?"
 
 
 def _read(handle) -> str:
@@ -123,7 +145,7 @@ class Experiments:
     def find(self, prefix: str) -> dict[str, Found]:
         """Every experiment named `prefix...`: finished, queued, running or failed."""
         found = {}
-        for line in dvc("queue", "status", cwd=self.root).splitlines()[1:]:
+        for line in dvc("queue", "status", cwd=self.root, tries=3).splitlines()[1:]:
             fields = line.split()
             if line.startswith("Worker status:"):  # "Worker status: 2 active, 0 idle"
                 self.active_workers = int(fields[2])

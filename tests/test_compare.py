@@ -19,7 +19,7 @@ from gradguard.evaluation.plan import Cell, apply_overrides, check_plan, choose,
 from stages import compare
 from stages.compare_flow import _more_seeds, shard_of
 from stages.compare_runner import Runner
-from stages.experiments import Found, dvc, set_value
+from stages.experiments import DvcError, Found, dvc, set_value
 
 ROOT = Path(__file__).resolve().parents[1]
 REMEDIES = ["none", "value", "norm", "global_norm", "agc", "autoclip", "zscore", "skip", "rollback"]
@@ -429,6 +429,33 @@ def test_a_dvc_command_returns_while_the_workers_it_forked_run_on(tmp_path, monk
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     assert dvc("queue", "start", cwd=tmp_path) == "started\n"
     assert not ended.exists()  # the call did not wait for the child
+
+
+def test_a_failed_dvc_read_names_its_error_and_is_tried_again(tmp_path, monkeypatch):
+    # A stand-in `dvc` that fails on its first call, its table on stdout and its error on
+    # stderr, and succeeds on the second (as `queue status` once did while workers started).
+    fake = tmp_path / "dvc"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("")
+    calls = tmp_path / "calls"
+    (fake / "__main__.py").write_text(
+        "import pathlib, sys\n"
+        f"calls = pathlib.Path({str(calls)!r})\n"
+        "n = len(calls.read_text()) if calls.exists() else 0\n"
+        "calls.write_text('x' * (n + 1))\n"
+        "print('Task  Name  Status')\n"
+        "print('b9f963b  cmp-rollback-s204  Queued')\n"
+        "if n == 0:\n"
+        "    print('ERROR: unexpected error - lock held', file=sys.stderr)\n"
+        "    print('Having any troubles?', file=sys.stderr)\n"
+        "    sys.exit(255)\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    with pytest.raises(DvcError, match=r"^dvc queue status failed: ERROR: unexpected error"):
+        dvc("queue", "status", cwd=tmp_path)
+    calls.unlink()
+    assert dvc("queue", "status", cwd=tmp_path, tries=2, wait=0).endswith("Queued\n")
+    assert calls.read_text() == "xx"
 
 
 def test_a_run_left_running_by_a_dead_worker_is_stopped_then_run_again(plan):
