@@ -408,25 +408,32 @@ def test_until_decided_adds_the_same_new_seeds_to_the_undecided_and_the_best():
     assert _more_seeds(report, seeds, max_seeds=6) == {}  # at the limit
 
 
+def stand_in_dvc(folder, monkeypatch, main: str) -> None:
+    """A package `dvc` in `folder` whose `python -m dvc` runs `main`, first on PYTHONPATH."""
+    fake = folder / "dvc"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("")
+    (fake / "__main__.py").write_text(main)
+    monkeypatch.setenv("PYTHONPATH", str(folder))
+
+
 def test_a_dvc_command_returns_while_the_workers_it_forked_run_on(tmp_path, monkeypatch):
     # `dvc queue start` forks workers that keep its standard output and error. A stand-in
     # `dvc` does the same: it forks a child that holds them and sleeps, and exits at once.
     # Read through pipes, the call would wait for the child (the compare printed no progress
     # until its queue was empty); read through files, it returns while the child lives.
-    fake = tmp_path / "dvc"
-    fake.mkdir()
-    (fake / "__init__.py").write_text("")
     ended = tmp_path / "child-ended"
-    (fake / "__main__.py").write_text(
+    stand_in_dvc(
+        tmp_path,
+        monkeypatch,
         "import os, sys, time\n"
         "print('started')\n"
         "sys.stdout.flush()\n"
         "if os.fork() == 0:\n"
         "    time.sleep(20)\n"
         f"    open({str(ended)!r}, 'w').close()\n"
-        "    os._exit(0)\n"
+        "    os._exit(0)\n",
     )
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     assert dvc("queue", "start", cwd=tmp_path) == "started\n"
     assert not ended.exists()  # the call did not wait for the child
 
@@ -434,11 +441,10 @@ def test_a_dvc_command_returns_while_the_workers_it_forked_run_on(tmp_path, monk
 def test_a_failed_dvc_read_names_its_error_and_is_tried_again(tmp_path, monkeypatch):
     # A stand-in `dvc` that fails on its first call, its table on stdout and its error on
     # stderr, and succeeds on the second (as `queue status` once did while workers started).
-    fake = tmp_path / "dvc"
-    fake.mkdir()
-    (fake / "__init__.py").write_text("")
     calls = tmp_path / "calls"
-    (fake / "__main__.py").write_text(
+    stand_in_dvc(
+        tmp_path,
+        monkeypatch,
         "import pathlib, sys\n"
         f"calls = pathlib.Path({str(calls)!r})\n"
         "n = len(calls.read_text()) if calls.exists() else 0\n"
@@ -448,9 +454,8 @@ def test_a_failed_dvc_read_names_its_error_and_is_tried_again(tmp_path, monkeypa
         "if n == 0:\n"
         "    print('ERROR: unexpected error - lock held', file=sys.stderr)\n"
         "    print('Having any troubles?', file=sys.stderr)\n"
-        "    sys.exit(255)\n"
+        "    sys.exit(255)\n",
     )
-    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     with pytest.raises(DvcError, match=r"^dvc queue status failed: ERROR: unexpected error"):
         dvc("queue", "status", cwd=tmp_path)
     calls.unlink()
