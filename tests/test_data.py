@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gradguard.data.sources import check_labels, load_source, normalise_images, split
+from gradguard.data.sources import load_source, normalise_images
+from gradguard.data.splits import check_labels, split
 from gradguard.errors import DataError
 from gradguard.io import fingerprint
 from gradguard.params import DataParams

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 import gradguard.data.sources as sources
+import gradguard.data.splits as splits
 from gradguard.data.prepare import prepare
 from gradguard.errors import DataError
 from gradguard.params import DataParams
@@ -82,8 +83,8 @@ def test_a_split_check_says_the_sizes_it_found():
     params = DataParams(val_fraction=0.15, test_fraction=0.15)
     y = np.repeat(np.arange(10), 3)  # 30 images: ceil(4.5) = 5 for val and for test
     with pytest.raises(DataError, match=r"^mine: 30 images in 10 classes .* 20/5/5 images"):
-        sources.check_dataset(y, params, "mine")
-    assert sources.split_sizes(30, params) == {"train": 20, "val": 5, "test": 5}
+        splits.check_dataset(y, params, "mine")
+    assert splits.split_sizes(30, params) == {"train": 20, "val": 5, "test": 5}
 
 
 def test_a_folder_numbers_its_classes_by_sorted_name_so_it_has_no_gap(tmp_path, monkeypatch):

@@ -9,7 +9,8 @@ import keras
 import numpy as np
 import pytest
 
-from gradguard.data.sources import load_digits, split
+from gradguard.data.sources import load_digits
+from gradguard.data.splits import split
 from gradguard.params import parse_params
 from gradguard.training.fit import run_fingerprint
 from gradguard.training.resume import ResumeState

@@ -176,7 +176,8 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, pa
 def test_training_with_mirrored_strategy_and_mixed_precision(tmp_path):
     import tensorflow as tf
 
-    from gradguard.data.sources import load_digits, split
+    from gradguard.data.sources import load_digits
+    from gradguard.data.splits import split
     from gradguard.params import parse_params
     from gradguard.training.fit import fit
     from gradguard.training.resume import ResumeState

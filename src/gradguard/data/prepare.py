@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from gradguard.data.shards import ShardWriter
-from gradguard.data.sources import CHUNK, SPLITS, load_source, source_name, split_indices
+from gradguard.data.sources import CHUNK, load_source, source_name
+from gradguard.data.splits import SPLITS, split_indices
 from gradguard.errors import ParamsError
 from gradguard.io import atomic_path, write_json
 from gradguard.params import DataParams

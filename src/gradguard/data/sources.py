@@ -1,10 +1,11 @@
-"""Data sources, validation and the stratified train/val/test split.
+"""Data sources: the bundled digits, Keras downloads, `.npz` files and image folders.
 
 Every source returns `(x, y)`: uint8 images of shape (N, size, size, channels)
 (0..255, one byte a pixel) and int32 labels 0..K-1. Large sources are
 converted in chunks, so no float copy of the whole set is ever made. Bad input
 raises `DataError` with one line that names the file or array and what was
-expected; `check_dataset` is the one check of the decoded set, for every source.
+expected; `gradguard.data.splits.check_dataset` is the one check of the decoded set,
+for every source.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+from gradguard.data.splits import check_labels
 from gradguard.errors import DataError
 from gradguard.io import load_arrays
 from gradguard.params import DataParams
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-SPLITS = ("train", "val", "test")
 CHUNK = 4096  # images converted at a time
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as Pillow's "L" conversion
 
@@ -103,72 +104,9 @@ def normalise_images(x: np.ndarray, name: str, channels: int = 1, first: int = 0
     return np.clip(np.rint(x), 0, 255).astype(np.uint8)
 
 
-def check_labels(y: np.ndarray, n: int, name: str) -> np.ndarray:
-    """Labels must be N > 0 integers 0..K-1 with every class present (see `check_dataset`)."""
-    if y.shape != (n,):
-        raise DataError(f"{name}: y has shape {y.shape}; expected ({n},), one label per image")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"{name}: y has dtype {y.dtype}; expected integer class labels")
-    if n == 0:
-        raise DataError(f"{name}: holds no images; expected images of at least 2 classes")
-    if y.min() < 0:
-        raise DataError(f"{name}: label {y.min()} is out of range; expected labels 0..K-1")
-    missing = sorted(set(range(int(y.max()) + 1)) - set(np.unique(y).tolist()))
-    if missing:
-        raise DataError(
-            f"{name}: labels run 0..{int(y.max())} but classes {missing} have no images; "
-            "expected labels 0..K-1 with no gap (renumber the classes)"
-        )
-    return y.astype(np.int32)
-
-
-def check_dataset(y: np.ndarray, params: DataParams, name: str) -> np.ndarray:
-    """The one check every decoded data set passes, whatever its source, before anything
-    is written (after the images, so that a broken file is named for what is broken first).
-
-    - at least 2 classes (a classifier of one class learns nothing);
-    - labels 0..K-1 with no gap: a class number without images is refused, not renumbered
-      (a folder source numbers its sub-folders in sorted name order, so it has no gaps);
-    - every class large enough for the stratified split: at least 3 images, one for
-      each of train, val and test;
-    - train, val and test each hold at least one image of every class.
-
-    Raises:
-        DataError: one line naming `name` (the file, folder or source) and the problem.
-    """
-    y = check_labels(y, len(y), name)
-    counts = np.bincount(y)
-    if len(counts) < 2:
-        raise DataError(
-            f"{name}: every image has label 0, a single class; expected at least 2 classes "
-            "(a classifier of one class learns nothing)"
-        )
-    smallest = int(counts.argmin())
-    if counts[smallest] < len(SPLITS):
-        raise DataError(
-            f"{name}: class {smallest} has {counts[smallest]} image(s); expected at least "
-            f"{len(SPLITS)} per class, one for each of train, val and test"
-        )
-    sizes = split_sizes(len(y), params)
-    if min(sizes.values()) < len(counts):
-        raise DataError(
-            f"{name}: {len(y)} images in {len(counts)} classes split into train/val/test "
-            f"{'/'.join(str(n) for n in sizes.values())} images; expected at least one image "
-            f"of every class in each (more images, or other data.val_fraction/test_fraction)"
-        )
-    return y
-
-
 def source_name(params: DataParams) -> str:
     """What errors call the data: its file or folder, else the source's name."""
     return params.path or params.source
-
-
-def split_sizes(count: int, params: DataParams) -> dict[str, int]:
-    """Images in each split: val and test take their fractions of `count`, rounded up."""
-    test = int(np.ceil(params.test_fraction * count))
-    val = int(np.ceil(params.val_fraction * count))
-    return {"train": count - val - test, "val": val, "test": test}
 
 
 def load_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -403,28 +341,3 @@ def load_source(params: DataParams) -> tuple[np.ndarray, np.ndarray]:
         x[start : start + len(chunk)] = _resize(chunk, size)
         start += len(chunk)
     return x, y
-
-
-def split_indices(
-    y: np.ndarray, params: DataParams, seed: int, name: str = "data"
-) -> dict[str, np.ndarray]:
-    """Stratified, seeded split of image indices into {"train", "val", "test"}.
-
-    Raises:
-        DataError: when the set fails `check_dataset` (e.g. a class too small to split).
-    """
-    from sklearn.model_selection import train_test_split
-
-    check_dataset(y, params, name)
-    sizes = split_sizes(len(y), params)
-    everything = np.arange(len(y))
-    rest, test = train_test_split(
-        everything, test_size=sizes["test"], stratify=y, random_state=seed
-    )
-    train, val = train_test_split(rest, test_size=sizes["val"], stratify=y[rest], random_state=seed)
-    return {"train": train, "val": val, "test": test}
-
-
-def split(x: np.ndarray, y: np.ndarray, params: DataParams, seed: int) -> dict:
-    """Stratified, seeded split into {"train", "val", "test"}: (x, y) (see `split_indices`)."""
-    return {name: (x[rows], y[rows]) for name, rows in split_indices(y, params, seed).items()}
