@@ -4,6 +4,8 @@ All variants live in one process and are timed interleaved, in a shuffled order 
 round, so machine noise hits them alike. Each ms/step cell is the median over rounds of
 the mean step time in a round; each ratio is the median over rounds of the variant's
 time over Keras's `global_clipnorm` in the same round (paired, so a slow round cancels).
+Each model compiles as `model.compile` does by default (`jit_compile="auto"`, as the
+pipeline trains): one XLA program a step on JAX, TensorFlow's graph without XLA on a CPU.
 `--jit` compiles every variant with XLA (`jit_compile=True`); `--xla-pairs` times each
 variant with and without it.
 
@@ -42,14 +44,14 @@ VARIANTS = {
 REFERENCE = "adam, keras global_clipnorm=1"
 
 
-def make_step(optimizer, x, y, jit_compile=False):
+def make_step(optimizer, x, y, jit_compile="auto"):
     """A compiled train step of the default CNN (params.yaml's model section)."""
     params = ModelParams(filters=(32, 64), dense=128, dropout=0.3)
     model = build_cnn(x.shape[1:], 10, params, seed=0)
     model.compile(
         optimizer=optimizer, loss="sparse_categorical_crossentropy", jit_compile=jit_compile
     )
-    return lambda: model.train_on_batch(x, y)
+    return model, lambda: model.train_on_batch(x, y)
 
 
 def time_rounds(steps: dict, rounds: int, count: int, seed: int = 0) -> dict[str, list[float]]:
@@ -85,17 +87,19 @@ def main() -> None:
     rng = np.random.default_rng(0)
     x = rng.random((args.batch, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, args.batch).astype(np.int32)
-    settings = [(False, ""), (True, " (XLA)")] if args.xla_pairs else [(args.jit, "")]
-    steps = {
-        name + suffix: make_step(factory(), x, y, jit)
-        for name, factory in VARIANTS.items()
-        for jit, suffix in settings
-    }
+    settings = [(False, ""), (True, " (XLA)")] if args.xla_pairs else [(args.jit or "auto", "")]
+    models, steps = {}, {}
+    for name, factory in VARIANTS.items():
+        for jit, suffix in settings:
+            models[name + suffix], steps[name + suffix] = make_step(factory(), x, y, jit)
     for step in steps.values():  # compile and warm up
         for _ in range(10):
             step()
     times = time_rounds(steps, args.rounds, args.steps)
-    compiled = "XLA" if args.jit else "with and without XLA" if args.xla_pairs else "no XLA"
+    if args.xla_pairs:
+        compiled = "with and without XLA"
+    else:  # what "auto" resolved to, e.g. XLA on JAX, none on TensorFlow on a CPU
+        compiled = "XLA" if models[REFERENCE].jit_compile else "no XLA"
     print(
         f"backend {keras.backend.backend()} ({compiled}), "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, batch "
