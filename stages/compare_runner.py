@@ -6,6 +6,11 @@ runs on in the background if this command is interrupted), one whose params
 no longer match `compare.yaml` is replaced. A run that fails to execute (a
 stage crashed: a queue or infrastructure failure, not a diverged run) is
 queued once more, then reported as failed to run.
+
+`dvc queue status` lists the running tasks, then the queued ones: a task that a
+worker takes between the two reads is in neither. So a run missing from one look
+is not queued again until a second look misses it too (a CI run once trained a
+run twice that way).
 """
 
 from __future__ import annotations
@@ -47,10 +52,11 @@ class Runner:
         self.check_every = check_every  # seconds between looks at the queue itself
         self.label = label  # the command's name, first on its progress lines
         self.orphan_looks = 0  # looks in a row that found running runs and no worker
+        self.missing: set[str] = set()  # experiments the last look did not find
 
     def run(self, cells: Sequence[Cell]) -> dict[Cell, RunResult]:
         """Every cell's result, running those that are not finished; returns when all are."""
-        found = self.experiments.find(self.plan.prefix)
+        found = self._look_again_if_in_transit(cells, self.experiments.find(self.plan.prefix))
         results: dict[Cell, RunResult] = {}
         for cell in cells:
             exp = found.get(cell.experiment)
@@ -66,6 +72,17 @@ class Runner:
             self.say(f"{self.label}: {reused}/{len(cells)} runs already done, reused")
         self._wait([c for c in cells if c not in results], results, len(cells))
         return results
+
+    def _look_again_if_in_transit(self, cells: Sequence[Cell], found: dict) -> dict:
+        """`found`, or a second look when some cells are missing and a worker could be
+        taking one of them from the queue at this moment (runs are queued or running, or
+        a worker is alive): a cell found by neither look is not in the queue."""
+        if all(cell.experiment in found for cell in cells):
+            return found
+        workers = (self.experiments.active_workers or 0) + (self.experiments.idle_workers or 0)
+        if workers or any(exp.state in ("queued", "running") for exp in found.values()):
+            return {**found, **self.experiments.find(self.plan.prefix)}
+        return found
 
     def collect(self, cells: Sequence[Cell]) -> dict[Cell, RunResult]:
         """The results of the cells that are finished or failed, running nothing."""
@@ -161,9 +178,15 @@ class Runner:
         if exp is not None and exp.state == "success" and exp.metrics:
             return self._finished(cell, exp)
         if exp is not None and exp.state in ("queued", "running"):
+            self.missing.discard(cell.experiment)
             return None
+        if exp is None and cell.experiment not in self.missing:  # maybe in transit: look again
+            self.missing.add(cell.experiment)
+            return None
+        self.missing.discard(cell.experiment)
         if cell.experiment not in self.retried:
             self._queue(cell, exp)
+            self.retried.add(cell.experiment)  # its one more try, a vanished run's too
             return None
         error = "the experiment disappeared" if exp is None else self.experiments.failure(exp)
         return RunResult(cell, None, error)

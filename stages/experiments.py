@@ -110,7 +110,9 @@ class Experiments:
     def __init__(self, root: str | Path = "."):
         self.root = Path(root)
         self._read: dict[str, tuple[dict, dict | None]] = {}  # commit -> (params, metrics)
-        self.active_workers: int | None = None  # as the last `find` saw them
+        # As the last `find` saw them (None: not known): workers running a task, and idle ones.
+        self.active_workers: int | None = None
+        self.idle_workers: int | None = None
 
     def _git(self, *args: str) -> str:
         done = subprocess.run(
@@ -148,7 +150,7 @@ class Experiments:
         for line in dvc("queue", "status", cwd=self.root, tries=3).splitlines()[1:]:
             fields = line.split()
             if line.startswith("Worker status:"):  # "Worker status: 2 active, 0 idle"
-                self.active_workers = int(fields[2])
+                self.active_workers, self.idle_workers = int(fields[2]), int(fields[4])
             elif len(fields) >= 2 and fields[1].startswith(prefix) and fields[-1] in QUEUE_STATES:
                 found[fields[1]] = Found(fields[1], QUEUE_STATES[fields[-1]], fields[0], {}, None)
         return {**found, **self.finished(prefix)}  # a finished one wins over its old entries

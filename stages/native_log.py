@@ -11,9 +11,11 @@ warnings and tracebacks included, passes through unchanged.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import re
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -45,9 +47,32 @@ def filter_lines(lines, patterns: list[re.Pattern]):
             yield line
 
 
+def _patterns() -> list[re.Pattern]:
+    return noise_patterns(any(Path("/dev").glob("nvidia[0-9]*")))
+
+
+@contextlib.contextmanager
+def filtered():
+    """File descriptor 2 through the filter for the `with` block only (e.g. a test session's
+    TensorFlow device set-up): its lines are held in a file and written out at the end."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            for line in filter_lines(held, _patterns()):
+                os.write(2, line)
+
+
 def install() -> None:
     """Route this process's file descriptor 2 through the filter until it exits."""
-    patterns = noise_patterns(any(Path("/dev").glob("nvidia[0-9]*")))
+    patterns = _patterns()
     original = os.dup(2)
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)

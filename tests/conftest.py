@@ -6,19 +6,25 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras
 import numpy as np
 import pytest
 import yaml
 
-if keras.backend.backend() == "tensorflow":
-    # Two logical CPUs for the MirroredStrategy tests; must precede any TensorFlow op.
-    import tensorflow as tf
+from stages import native_log
 
-    _cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
-    )
+# TensorFlow's start-up lines (native code, see stages/native_log.py) stay out of the output.
+with native_log.filtered():
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        # Two logical CPUs for the MirroredStrategy tests; must precede any TensorFlow op.
+        # Listing the devices tries CUDA: `E0000 ... failed call to cuInit` without a GPU.
+        import tensorflow as tf
+
+        _cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+        )
 
 TINY_PARAMS = {
     "seed": 7,

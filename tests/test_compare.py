@@ -278,30 +278,43 @@ def test_a_bad_remedy_in_compare_yaml_exits_2_naming_it(workspace, capsys, remed
 class FakeQueue:
     """DVC's queue as the runner sees it: a queued entry finishes (or fails) one poll later."""
 
-    def __init__(self, fail=(), fail_once=()):
+    def __init__(self, fail=(), fail_once=(), in_transit=()):
         self.entries: dict[str, Found] = {}
+        # Queued entries that the next `find` misses (a worker takes each just then).
+        self.in_transit = set(in_transit)
         self.queued: list[str] = []
         self.removed: list[str] = []
         self.starts = 0
         self.fail, self.fail_once = set(fail), set(fail_once)
         self.active_workers: int | None = None
+        self.idle_workers: int | None = None
         self.killed: list[str] = []
+        self.looks = 0
 
-    def _advance(self):
+    def _advance(self, held=()):
         for name, exp in list(self.entries.items()):
-            if exp.state == "queued" and self.active_workers != 0:
+            if exp.state == "queued" and self.active_workers != 0 and name not in held:
                 failed = name in self.fail or name in self.fail_once
                 self.fail_once.discard(name)
                 state, metrics = ("failed", None) if failed else ("success", self.metrics(name))
                 self.entries[name] = Found(name, state, f"rev-{name}", exp.params, metrics)
 
     def find(self, prefix):
-        self._advance()
-        return {n: e for n, e in self.entries.items() if n.startswith(prefix)}
+        self.looks += 1
+        moving = {
+            n
+            for n in self.in_transit
+            if self.entries.get(n, Found(n, "", "", {}, None)).state == "queued"
+        }
+        self.in_transit -= moving
+        self._advance(held=moving)
+        return {n: e for n, e in self.entries.items() if n.startswith(prefix) and n not in moving}
 
     def finished(self, prefix):
         self._advance()
-        return {n: e for n, e in self.find(prefix).items() if e.state == "success"}
+        return {
+            n: e for n, e in self.entries.items() if n.startswith(prefix) and e.state == "success"
+        }
 
     @staticmethod
     def metrics(name):
@@ -376,6 +389,47 @@ def test_a_run_whose_params_changed_is_replaced_and_queued_runs_are_waited_for(p
     runner_for(queue, chosen, []).run(chosen.cells())
     assert queue.removed == ["cmp-global_norm-s1"]
     assert "cmp-none-s1" not in queue.queued and "cmp-global_norm-s1" in queue.queued
+
+
+def test_a_run_a_worker_takes_while_the_queue_is_read_is_not_queued_twice(plan):
+    # `dvc queue status` lists running tasks, then queued ones: a task taken between the
+    # two reads shows in neither. Missing from one look, it is not queued again (a CI run
+    # trained a run twice that way); missing from two in a row, it is.
+    chosen = small_plan(plan, ["none"], seeds=(1, 2))
+    queue = FakeQueue(in_transit={"cmp-none-s2"})  # missed by the first look after queueing
+    results = runner_for(queue, chosen, []).run(chosen.cells())
+    assert sorted(queue.queued) == ["cmp-none-s1", "cmp-none-s2"]  # once each
+    assert [r.verdict for r in results.values()] == ["healthy", "healthy"]
+    # At the start of a resumed compare: s1 finished, s2 queued and being taken right then.
+    queue = FakeQueue(in_transit={"cmp-none-s2"})
+    queue.queue({c.experiment: chosen.overrides(c) for c in chosen.cells()})
+    params = queue.entries["cmp-none-s1"].params
+    queue.entries["cmp-none-s1"] = Found("cmp-none-s1", "success", "r1", params, {"verdict": "x"})
+    queue.queued.clear()
+    queue.idle_workers = 1
+    results = runner_for(queue, chosen, []).run(chosen.cells())
+    assert queue.queued == [] and len(results) == 2
+    # Gone for good (missing from two looks in a row; say, removed by hand): queued once
+    # more, and it runs; gone again, it is reported, not queued a third time.
+    for vanish, outcome in ((1, ("", "healthy")), (2, ("the experiment disappeared", None))):
+        queue = Vanishing(vanish)
+        results = runner_for(queue, chosen, []).run(chosen.cells())
+        assert queue.queued.count("cmp-none-s1") == min(vanish + 1, 2)
+        s1 = results[Cell("none", 1)]
+        assert (s1.error, s1.verdict if s1.metrics else None) == outcome
+
+
+class Vanishing(FakeQueue):
+    """Loses the queue entry of cmp-none-s1 when the workers start, the first `times` times."""
+
+    def __init__(self, times):
+        super().__init__()
+        self.times = times
+
+    def start(self, jobs):
+        super().start(jobs)
+        if self.queued.count("cmp-none-s1") <= self.times:
+            self.entries.pop("cmp-none-s1", None)
 
 
 def test_shards_are_disjoint_and_cover_the_grid(plan):

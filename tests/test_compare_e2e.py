@@ -101,7 +101,8 @@ def test_a_killed_compare_resumes_and_trains_no_run_twice(repo):
     assert reused is not None and int(reused.group(1)) >= 4, out[-3000:]
     # the rest (the seed-3 runs still queued or running, or queued now) finish here
     assert int(reused.group(1)) + out.count(" done · ") == 6, out[-3000:]
-    assert set(queue_tasks(repo).values()) == {1}  # none trained twice
+    tasks = queue_tasks(repo)
+    assert set(tasks.values()) == {1}, (tasks, out[-3000:])  # none trained twice
     report = json.loads((repo / "reports" / "compare.json").read_text())
     assert report["seeds"] == [1, 2, 3]
     assert all(len(r["runs"]) == 3 for r in report["remedies"])
