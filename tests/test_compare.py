@@ -289,7 +289,6 @@ class FakeQueue:
         self.active_workers: int | None = None
         self.idle_workers: int | None = None
         self.killed: list[str] = []
-        self.looks = 0
 
     def _advance(self, held=()):
         for name, exp in list(self.entries.items()):
@@ -300,12 +299,8 @@ class FakeQueue:
                 self.entries[name] = Found(name, state, f"rev-{name}", exp.params, metrics)
 
     def find(self, prefix):
-        self.looks += 1
-        moving = {
-            n
-            for n in self.in_transit
-            if self.entries.get(n, Found(n, "", "", {}, None)).state == "queued"
-        }
+        moving = {n for n in self.in_transit if n in self.entries}
+        moving = {n for n in moving if self.entries[n].state == "queued"}
         self.in_transit -= moving
         self._advance(held=moving)
         return {n: e for n, e in self.entries.items() if n.startswith(prefix) and n not in moving}
