@@ -19,6 +19,7 @@ import yaml
 
 from gradguard.errors import ParamsError
 from gradguard.evaluation.plan import Plan, check_plan, choose, parse_plan
+from gradguard.evaluation.stats import planned_looks
 from stages.compare_flow import Flow, shard_of
 from stages.experiments import DvcError, Experiments
 
@@ -49,7 +50,11 @@ def parser() -> argparse.ArgumentParser:
     add("--base", help="a preset of compare.yaml (stress, late); default: the params file")
     add("--jobs", type=int, default=1, help="DVC queue workers (default %(default)s)")
     add("--report-only", action="store_true", help="rebuild the report from finished runs")
-    add("--until-decided", action="store_true", help="add seeds to inconclusive remedies")
+    add(
+        "--until-decided",
+        action="store_true",
+        help="add seeds to undecided remedies at planned looks",
+    )
     add("--max-seeds", type=int, default=10, help="--until-decided's limit (default %(default)s)")
     add("--lr-ladder", type=_numbers(float), default=[], help="e.g. 0.01,0.03,0.1,0.3")
     add("--shard", help="K/N: run only the K-th of N disjoint shares of the grid (no report)")
@@ -91,13 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     except ParamsError as error:
         print(f"compare: error: {error}", file=sys.stderr)
         return 2
-    flow = Flow(Experiments(), plan, args.jobs, out=Path(args.out), poll=args.poll)
+    looks = planned_looks(len(plan.seeds), args.max_seeds) if args.until_decided else ()
+    flow = Flow(Experiments(), plan, args.jobs, out=Path(args.out), looks=looks, poll=args.poll)
     try:
         if share is not None:
             return flow.shard(*share)
-        return (
-            flow.report_only() if args.report_only else flow.run(args.until_decided, args.max_seeds)
-        )
+        return flow.report_only() if args.report_only else flow.run()
     except DvcError as error:
         print(f"compare: error: {error}", file=sys.stderr)
         return 1

@@ -9,6 +9,7 @@ from gradguard.errors import ParamsError
 from gradguard.evaluation.compare import TRAIN_KEYS, summarize
 from gradguard.evaluation.compare_report import markdown, plot_compare
 from gradguard.evaluation.plan import Cell, Plan
+from gradguard.evaluation.stats import CONFIDENCE, look_confidence
 from gradguard.io import atomic_path, write_json
 from stages.compare_runner import Runner, say_now
 from stages.experiments import Experiments
@@ -33,6 +34,14 @@ def shard_of(text: str | None, refused: bool) -> tuple[int, int] | None:
 
 
 class Flow:
+    """The compare's runs and report.
+
+    `looks`, when given (`stats.planned_looks`), are the seed counts at which `run` may
+    add seeds to undecided remedies; every interval of the report is then widened to
+    `stats.look_confidence(looks)`, so stopping at the first decisive look keeps the
+    whole procedure's error rate at 5 % (docs/compare.md).
+    """
+
     def __init__(
         self,
         experiments: Experiments,
@@ -40,17 +49,24 @@ class Flow:
         jobs: int,
         *,
         out: Path,
+        looks: tuple[int, ...] = (),
         poll: float = 5.0,
         say=say_now,
     ):
-        self.plan, self.out, self.say = plan, out, say
+        self.plan, self.out, self.say, self.looks = plan, out, say, looks
+        self.confidence = look_confidence(looks) if looks else CONFIDENCE
         self.runner = Runner(experiments, plan, jobs, say=say, poll=poll)
         self.experiments = experiments
 
-    def run(self, until_decided: bool = False, max_seeds: int = 10) -> int:
-        """Run the grid, then (with `until_decided`) more seeds where a label is undecided."""
+    def run(self) -> int:
+        """Run the grid, then (with looks) more seeds, look by look, where a label is undecided."""
+        if self.looks:
+            self.say(
+                f"compare: looks at {', '.join(map(str, self.looks))} seeds, "
+                f"{100 * self.confidence:.4g} % intervals at each"
+            )
         seeds = {name: list(self.plan.seeds) for name in self.plan.remedies}
-        results = {}
+        results, targets = {}, iter(self.looks[1:])
         while True:
             cells = [
                 c
@@ -58,8 +74,8 @@ class Flow:
                 for c in self.plan.cells(seeds=seeds[name], remedies=[name])
             ]
             results.update(self.runner.run(cells))
-            report = self._report(results)
-            more = _more_seeds(report, seeds, max_seeds) if until_decided else {}
+            target = next(targets, None)
+            more = _more_seeds(self._report(results), seeds, target) if target else {}
             if not more:
                 break
             for name, added in more.items():
@@ -103,7 +119,8 @@ class Flow:
     def _report(self, results: dict) -> dict:
         seeds = sorted({cell.seed for cell in results} | set(self.plan.seeds))
         plan = dataclasses.replace(self.plan, seeds=tuple(seeds))
-        return summarize(plan, list(results.values()), self.plan.base or "params.yaml")
+        base = self.plan.base or "params.yaml"
+        return summarize(plan, list(results.values()), base, self.confidence)
 
     def _write(self, results: dict) -> None:
         """Read each finished run's cached records, then write the report and its plots."""
@@ -128,22 +145,16 @@ class Flow:
         self.say(f"compare: wrote {self.out}/compare.md, compare.json and plots: {labels}")
 
 
-def _more_seeds(report: dict, seeds: dict[str, list[int]], max_seeds: int) -> dict:
-    """remedy -> seeds to add: to each inconclusive remedy (and the best, to stay paired)."""
-    undecided = [s for s in report["remedies"] if s["label"] == "inconclusive"]
-    undecided = [s for s in undecided if len(seeds[s["name"]]) < max_seeds]
+def _more_seeds(report: dict, seeds: dict[str, list[int]], target: int) -> dict:
+    """remedy -> seeds to add up to `target` (the next planned look): to each inconclusive
+    remedy, and to the best, so that they stay paired."""
+    undecided = [s["name"] for s in report["remedies"] if s["label"] == "inconclusive"]
+    undecided = [name for name in undecided if len(seeds[name]) < target]
     if not undecided:
         return {}
-    target = max(
-        min(
-            max_seeds,
-            max(len(seeds[s["name"]]) + 1, (s["vs_best"] or {}).get("seeds_to_decide") or 0),
-        )
-        for s in undecided
-    )
-    names = [s["name"] for s in undecided] + ([report["best"]] if report["best"] else [])
+    names = undecided + ([report["best"]] if report["best"] else [])
     top = max(seed for chosen in seeds.values() for seed in chosen)
-    extra = list(range(top + 1, top + 1 + max_seeds))
+    extra = list(range(top + 1, top + 1 + target))
     more = {}
     for name in dict.fromkeys(names):
         wanted = [s for s in extra if s not in seeds[name]][: max(0, target - len(seeds[name]))]

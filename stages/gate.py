@@ -3,7 +3,7 @@
 With one seed (the default) it compares the committed metrics of the two revisions.
 With --seeds N (or `seeds: N` in the rules file) it runs both revisions' pipelines over
 the same N seeds (params.yaml's seed and the next ones) as DVC experiments, and judges
-each rule on the paired per-seed changes with a 95 % bootstrap interval.
+each rule on the paired per-seed changes with a 95 % Student-t interval.
 
 Exit 0 when every rule holds, 1 with one line per broken rule, 2 for usage
 errors (unknown revision, metric missing on one side, non-numeric value), 3 when

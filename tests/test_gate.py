@@ -192,12 +192,14 @@ def test_seeded_clear_regression_fails_with_its_constant_interval():
 def test_seeded_no_change_passes_and_a_straddle_is_inconclusive():
     same = check_seeded(ACCURACY, [1, 2], [0.9, 0.8], [0.9, 0.8])
     assert same.outcome == "pass" and same.interval.low == same.interval.high == 0.0
-    # changes -0.03, +0.01, -0.02, 0.00: resampled means span -0.03..+0.01, the mean -0.01
-    # is beyond the tolerance -0.005 and +0.01 within it, so the 95 % interval holds -0.005
+    # changes -0.03, +0.01, -0.02, 0.00: mean -0.01, std 0.018257, standard error 0.0091287,
+    # t(0.975, 3) = 3.182446: the 95 % interval [-0.039051, +0.019051] holds -0.005
     straddle = check_seeded(ACCURACY, [1, 2, 3, 4], [0.95] * 4, [0.92, 0.96, 0.93, 0.95])
     assert straddle.outcome == "inconclusive"
-    assert straddle.interval.low < -0.005 <= straddle.interval.high <= 0.01
-    assert straddle.seeds_to_decide > 4
+    assert (straddle.interval.low, straddle.interval.high) == pytest.approx(
+        (-0.039051, 0.019051), abs=1e-6
+    )
+    assert straddle.seeds_to_decide == 136  # 4 * (0.029051 / 0.005)^2 = 135.03
 
 
 def test_seeded_lower_rules_use_the_baseline_mean_and_verdict_rules_any_seed():
@@ -206,7 +208,11 @@ def test_seeded_lower_rules_use_the_baseline_mean_and_verdict_rules_any_seed():
     grown = check_seeded(norm, [1, 2], [2.0, 4.0], [100.0, 102.0])
     assert grown.outcome == "fail" and grown.tolerance == pytest.approx(27.0)
     assert grown.interval.low == pytest.approx(98.0) == grown.interval.high
-    assert check_seeded(norm, [1, 2], [2.0, 4.0], [20.0, 30.0]).outcome == "pass"  # +22 avg
+    # changes +18, +19: mean 18.5, standard error 0.5, t(0.975, 1) = 12.706: [12.15, 24.85]
+    # lies within the 27 allowed
+    assert check_seeded(norm, [1, 2], [2.0, 4.0], [20.0, 23.0]).outcome == "pass"
+    # +18 and +26: the same mean growth, but [-28.8, +72.8] holds 27: two seeds cannot tell
+    assert check_seeded(norm, [1, 2], [2.0, 4.0], [20.0, 30.0]).outcome == "inconclusive"
     blown = check_seeded(norm, [1, 2], [2.0, 4.0], [3.0, math.inf])
     assert blown.outcome == "fail" and blown.reason.startswith("seed 2: ")
     healthy = Rule("m.json:healthy", "equal", expect=True)

@@ -3,8 +3,8 @@
 Input is one `RunResult` per (remedy, seed[, learning rate]) with the run's
 `metrics/eval.json`; output is a JSON-ready mapping (`summarize`) and its
 markdown (`markdown`). The labels follow `RULES`, stated in the report before
-its table. All intervals come from `gradguard.evaluation.stats` (scipy), with a
-fixed bootstrap seed, so the same runs give the same bytes.
+its table. All intervals come from `gradguard.evaluation.stats` (scipy's Student-t
+interval; Clopper-Pearson for shares), so the same runs give the same bytes.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ RULES = (
     "The **best** remedy is, among those whose runs are all healthy, the one with the highest "
     "mean test accuracy (the first listed, on a tie).",
     "Every other remedy whose runs are all healthy is compared with the best on the seeds both "
-    "ran: the mean of the per-seed differences in test accuracy, with a 95 % paired bootstrap "
-    "interval [low, high] (9,999 resamples, percentile method, generator seed 0). With the "
-    "margin m:",
+    "ran: the mean of the per-seed differences in test accuracy, with its paired Student-t "
+    "interval [low, high] at the report's confidence (95 %; with --until-decided, 95 % spread "
+    "over the planned looks). With the margin m:",
     "- `recommended`: low >= -m: not credibly more than m worse than the best (the best itself "
     "is recommended);",
     "- `acceptable`: high < -m: credibly more than m worse than the best;",
@@ -72,7 +72,7 @@ def _interval(interval: stats.Interval | None) -> dict | None:
     return {k: _round(getattr(interval, k)) for k in ("estimate", "low", "high")}
 
 
-def _spread(values: Sequence[float]) -> dict | None:
+def _spread(values: Sequence[float], confidence: float) -> dict | None:
     if not values:
         return None
     return {
@@ -81,7 +81,11 @@ def _spread(values: Sequence[float]) -> dict | None:
         "std": _round(statistics.stdev(values)) if len(values) > 1 else 0.0,
         "median": _round(statistics.median(values)),
         "iqm": _round(stats.iqm(values)),
-        "interval": _interval(stats.mean_interval(values)) if len(values) > 1 else None,
+        "interval": (
+            _interval(stats.mean_interval(values, confidence=confidence))
+            if len(values) > 1
+            else None
+        ),
     }
 
 
@@ -91,14 +95,14 @@ def _accuracies(runs: Sequence[RunResult]) -> dict[int, float]:
 
 
 def _paired(
-    mine: Mapping[int, float], other: Mapping[int, float]
+    mine: Mapping[int, float], other: Mapping[int, float], confidence: float
 ) -> tuple[list[float], stats.Interval] | None:
     seeds = sorted(set(mine) & set(other))
     if len(seeds) < 2:
         return None
     first, second = [mine[s] for s in seeds], [other[s] for s in seeds]
     differences = [a - b for a, b in zip(first, second, strict=True)]
-    return differences, stats.paired_difference(first, second)
+    return differences, stats.paired_difference(first, second, confidence=confidence)
 
 
 def _remedy_runs(plan: Plan, results: Sequence[RunResult], name: str) -> list[RunResult]:
@@ -121,7 +125,7 @@ def _gradients(finished: Sequence[RunResult]) -> dict:
     return out
 
 
-def _summary(plan: Plan, results: Sequence[RunResult], name: str) -> dict:
+def _summary(plan: Plan, results: Sequence[RunResult], name: str, confidence: float) -> dict:
     runs = _remedy_runs(plan, results, name)
     finished = [r for r in runs if r.metrics is not None]
     counts = collections.Counter(r.verdict for r in finished)
@@ -137,7 +141,10 @@ def _summary(plan: Plan, results: Sequence[RunResult], name: str) -> dict:
         "not_healthy": (
             _interval(stats.failure_share(failures, len(finished))) if finished else None
         ),
-        "accuracy": {"all": _spread(accuracy), "healthy": _spread(healthy)},
+        "accuracy": {
+            "all": _spread(accuracy, confidence),
+            "healthy": _spread(healthy, confidence),
+        },
         "gradients": _gradients(finished),
     }
 
@@ -166,7 +173,9 @@ def _best(summaries: Sequence[Mapping]) -> Mapping | None:
     return max(candidates, key=lambda s: s["accuracy"]["all"]["mean"], default=None)
 
 
-def _label(summary: Mapping, best: Mapping | None, margin: float) -> tuple[str, dict | None]:
+def _label(
+    summary: Mapping, best: Mapping | None, margin: float, confidence: float
+) -> tuple[str, dict | None]:
     """The label, and against the best: the paired difference and seeds that would decide."""
     finished = [r for r in summary["runs"] if r["verdict"] != FAILED_TO_RUN]
     if any(r["verdict"] != "healthy" for r in finished):
@@ -179,7 +188,9 @@ def _label(summary: Mapping, best: Mapping | None, margin: float) -> tuple[str, 
     seeds = sorted(set(mine) & set(theirs))
     if len(seeds) < 2:
         return "inconclusive", None
-    decision = stats.decide([mine[s] for s in seeds], [theirs[s] for s in seeds], margin)
+    decision = stats.decide(
+        [mine[s] for s in seeds], [theirs[s] for s in seeds], margin, confidence=confidence
+    )
     against = {**_interval(decision.interval), "seeds": decision.seeds}
     if decision.outcome == "within":
         return "recommended", against
@@ -192,11 +203,11 @@ def _seed_accuracy(summary: Mapping) -> dict[int, float]:
     return {r["seed"]: r["accuracy"] for r in summary["runs"] if r["accuracy"] is not None}
 
 
-def _versus_none(summary: Mapping, none: Mapping | None) -> dict | None:
+def _versus_none(summary: Mapping, none: Mapping | None, confidence: float) -> dict | None:
     if none is None or summary is none:
         return None
     mine, theirs = _seed_accuracy(summary), _seed_accuracy(none)
-    paired = _paired(mine, theirs)
+    paired = _paired(mine, theirs, confidence)
     if paired is None:
         return None
     differences, interval = paired
@@ -226,20 +237,26 @@ def _headroom(plan: Plan, results: Sequence[RunResult], name: str) -> dict | Non
     return {"healthy_runs": rates, "highest_healthy_rate": highest}
 
 
-def summarize(plan: Plan, results: Sequence[RunResult], base: str) -> dict:
+def summarize(
+    plan: Plan,
+    results: Sequence[RunResult],
+    base: str,
+    confidence: float = stats.CONFIDENCE,
+) -> dict:
     """The report as a JSON-ready mapping (see `compare.json` in the README).
 
     Args:
         plan: the plan the runs came from (remedies, seeds, margin, ladder).
         results: one per run found, finished or failed to run.
         base: how the base params are described (a preset's name, or the file).
+        confidence: every interval's level (`stats.look_confidence` under --until-decided).
     """
-    summaries = [_summary(plan, results, name) for name in plan.remedies]
+    summaries = [_summary(plan, results, name, confidence) for name in plan.remedies]
     best = _best(summaries)
     none = next((s for s in summaries if s["name"] == "none"), None)
     for summary in summaries:
-        summary["label"], summary["vs_best"] = _label(summary, best, plan.margin)
-        summary["vs_none"] = _versus_none(summary, none)
+        summary["label"], summary["vs_best"] = _label(summary, best, plan.margin, confidence)
+        summary["vs_none"] = _versus_none(summary, none, confidence)
         summary["headroom"] = _headroom(plan, results, summary["name"])
     return {
         "base": base,
@@ -247,8 +264,45 @@ def summarize(plan: Plan, results: Sequence[RunResult], base: str) -> dict:
         "neutral": plan.neutral,
         "seeds": list(plan.seeds),
         "margin": plan.margin,
-        "confidence": stats.CONFIDENCE,
+        "confidence": confidence,
         "best": best["name"] if best else None,
         "rules": list(RULES),
         "remedies": summaries,
     }
+
+
+def rebuild(report: Mapping[str, Any], confidence: float | None = None) -> dict:
+    """`summarize` again from the runs a report lists (its `compare.json`).
+
+    For a report whose experiments are gone (a fresh clone holds no experiment refs):
+    every run row keeps what the statistics read (seed, accuracy, verdict, gradient
+    keys), so the labels and intervals can be recomputed under new rules. The ladder's
+    runs are not listed: each remedy's `headroom` is kept as the report had it.
+
+    Args:
+        report: a compare.json's mapping.
+        confidence: the intervals' level; None keeps the report's own.
+    """
+    base = report["base"]
+    plan = Plan(
+        remedies={s["name"]: dict(s["params"]) for s in report["remedies"]},
+        presets={base: dict(report["base_overrides"])} if report["base_overrides"] else {},
+        neutral=dict(report["neutral"]),
+        seeds=tuple(report["seeds"]),
+        margin=float(report["margin"]),
+        base=base if report["base_overrides"] else None,
+    )
+    results = []
+    for summary in report["remedies"]:
+        for row in summary["runs"]:
+            cell = Cell(summary["name"], int(row["seed"]), base=plan.base)
+            if row["verdict"] == FAILED_TO_RUN:
+                results.append(RunResult(cell, None, row.get("error", "")))
+            else:
+                metrics = {k: v for k, v in row.items() if k not in ("seed", "experiment")}
+                results.append(RunResult(cell, metrics))
+    level = report["confidence"] if confidence is None else confidence
+    rebuilt = summarize(plan, results, base, level)
+    for new, old in zip(rebuilt["remedies"], report["remedies"], strict=True):
+        new["headroom"] = old["headroom"]
+    return rebuilt

@@ -31,6 +31,11 @@ def _signed(interval: Mapping | None) -> str:
     )
 
 
+def _level(report: Mapping) -> str:
+    """The intervals' level as the report states it: `95 %`, or `97.5 %` over two looks."""
+    return f"{100 * report['confidence']:.4g} %"
+
+
 def _number(value, fmt: str = "{:.3g}") -> str:
     return "-" if value is None else fmt.format(value)
 
@@ -60,8 +65,7 @@ def _header(report: Mapping) -> list[str]:
         "same split, initialisation and data order. Test accuracy is the kept checkpoint's, in "
         "percent; differences are in points.",
         "",
-        f"## Labels (margin m = {100 * report['margin']:g} points, "
-        f"{100 * report['confidence']:g} % intervals)",
+        f"## Labels (margin m = {100 * report['margin']:g} points, {_level(report)} intervals)",
         "",
     ]
     number = 0
@@ -76,9 +80,10 @@ def _header(report: Mapping) -> list[str]:
 
 def _summary_table(report: Mapping) -> list[str]:
     headroom = any(s["headroom"] for s in report["remedies"])
+    level = _level(report)
     lines = [
         "| remedy | label | verdicts | not healthy, 95 % CI | accuracy mean ± std | IQM "
-        "| healthy runs: mean | vs none [95 % CI] | P(> none) | vs best [95 % CI] "
+        f"| healthy runs: mean | vs none [{level} CI] | P(> none) | vs best [{level} CI] "
         "| max grad norm | clip fraction | skipped steps | rollbacks | collapses "
         "| max weight growth |" + (" highest healthy lr |" if headroom else ""),
         "|---" * (16 + headroom) + "|",
@@ -217,7 +222,9 @@ def _draw_accuracy(plt, report, _norms):
     names = [f"{s['name']}\n{s['label']}" for s in remedies]
     axis.set_xticks(range(len(remedies)), names, fontsize=8)
     axis.set_ylabel("test accuracy %")
-    axis.set_title("Test accuracy: each seed (dots), mean and 95 % bootstrap CI", fontsize=9)
+    axis.set_title(
+        f"Test accuracy: each seed (dots), mean and {_level(report)} Student-t CI", fontsize=9
+    )
     axis.grid(alpha=0.3)
     fig.tight_layout()
     return fig
