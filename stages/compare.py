@@ -20,7 +20,7 @@ import yaml
 from gradguard.errors import ParamsError
 from gradguard.evaluation.plan import Plan, check_plan, choose, parse_plan
 from gradguard.evaluation.stats import planned_looks
-from stages.compare_flow import Flow, shard_of
+from stages.compare_flow import Flow, rebuild_report, shard_of
 from stages.experiments import DvcError, Experiments
 
 
@@ -50,6 +50,7 @@ def parser() -> argparse.ArgumentParser:
     add("--base", help="a preset of compare.yaml (stress, late); default: the params file")
     add("--jobs", type=int, default=1, help="DVC queue workers (default %(default)s)")
     add("--report-only", action="store_true", help="rebuild the report from finished runs")
+    add("--from-json", type=Path, help="rebuild a report from the runs its compare.json lists")
     add(
         "--until-decided",
         action="store_true",
@@ -91,6 +92,8 @@ def _yaml(path: str):
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        if args.from_json is not None:
+            return rebuild_report(args.from_json, Path(args.out))
         plan = plan_of(args)
         share = shard_of(args.shard, args.until_decided or args.report_only)
     except ParamsError as error:

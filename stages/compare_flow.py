@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 from pathlib import Path
 
 from gradguard.errors import ParamsError
-from gradguard.evaluation.compare import TRAIN_KEYS, summarize
-from gradguard.evaluation.compare_report import markdown, plot_compare
+from gradguard.evaluation.compare import TRAIN_KEYS, rebuild, summarize
+from gradguard.evaluation.compare_report import PLOTS, markdown, plot_compare
 from gradguard.evaluation.plan import Cell, Plan
 from gradguard.evaluation.stats import CONFIDENCE, look_confidence
 from gradguard.io import atomic_path, write_json
@@ -138,11 +140,32 @@ class Flow:
         report = self._report(enriched)
         self.out.mkdir(parents=True, exist_ok=True)
         plot_compare(report, norms, self.out)
-        write_json(self.out / "compare.json", report)
-        with atomic_path(self.out / "compare.md") as tmp:
-            tmp.write_text(markdown(report), encoding="utf-8")
-        labels = ", ".join(f"{s['name']} {s['label']}" for s in report["remedies"])
-        self.say(f"compare: wrote {self.out}/compare.md, compare.json and plots: {labels}")
+        _write_report(report, self.out, self.say)
+
+
+def _write_report(report: dict, out: Path, say) -> None:
+    write_json(out / "compare.json", report)
+    with atomic_path(out / "compare.md") as tmp:
+        tmp.write_text(markdown(report), encoding="utf-8")
+    labels = ", ".join(f"{s['name']} {s['label']}" for s in report["remedies"])
+    say(f"compare: wrote {out}/compare.md, compare.json and plots: {labels}")
+
+
+def rebuild_report(source: Path, out: Path, say=say_now) -> int:
+    """The report again from the runs a compare.json lists (`--from-json`), under today's
+    statistics: no experiment is needed. The gradient-norm plot needs per-step data that
+    the JSON does not hold: it is kept (copied from beside `source` when `out` differs)."""
+    try:
+        report = rebuild(json.loads(source.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ParamsError(f"--from-json {source}: not a compare.json ({error!r})") from error
+    out.mkdir(parents=True, exist_ok=True)
+    norms = source.parent / PLOTS["grad_norms"]
+    if norms.is_file() and norms.resolve() != (out / PLOTS["grad_norms"]).resolve():
+        shutil.copyfile(norms, out / PLOTS["grad_norms"])
+    plot_compare(report, {}, out, only=("accuracy", "verdicts"))
+    _write_report(report, out, say)
+    return 0
 
 
 def _more_seeds(report: dict, seeds: dict[str, list[int]], target: int) -> dict:

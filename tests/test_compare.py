@@ -586,3 +586,26 @@ def test_until_decided_adds_seeds_at_the_planned_look_and_widens_every_interval(
     assert zscore["label"] == "inconclusive"
     assert zscore["vs_best"]["low"] == pytest.approx(-0.024147, abs=2e-6)
     assert "97.5 % CI" in (tmp_path / "compare.md").read_text()
+
+
+def test_a_report_rebuilt_from_its_json_is_the_report(plan, tmp_path):
+    # --from-json: the runs a compare.json lists are all its statistics need, so a report
+    # rebuilt from its own JSON is that report, key for key; and its files are written.
+    chosen = small_plan(plan, ["none", "global_norm", "autoclip"], seeds=(1, 2, 3))
+    ok = "healthy"
+    table = {
+        "none": [(0.90, ok), (0.10, "diverged"), (0.85, ok)],
+        "global_norm": [(0.96, ok), (0.94, ok), (0.95, ok)],
+        "autoclip": [(0.95, ok), (0.91, ok), (0.96, ok)],
+    }
+    report = json.loads(json.dumps(summarize(chosen, runs_of(chosen, table), "params.yaml")))
+    source = tmp_path / "old" / "compare.json"
+    source.parent.mkdir()
+    source.write_text(json.dumps(report))
+    (source.parent / "compare_grad_norms.png").write_bytes(b"kept")
+    assert compare.main(["--from-json", str(source), "--out", str(tmp_path / "new")]) == 0
+    rebuilt = json.loads((tmp_path / "new" / "compare.json").read_text())
+    assert rebuilt == report
+    assert (tmp_path / "new" / "compare_grad_norms.png").read_bytes() == b"kept"
+    assert (tmp_path / "new" / "compare_accuracy.png").stat().st_size > 0
+    assert compare.main(["--from-json", str(tmp_path / "missing.json")]) == 2

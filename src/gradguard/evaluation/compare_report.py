@@ -181,13 +181,15 @@ def plot_compare(
     report: Mapping,
     norms: Mapping[str, Sequence[tuple[Sequence[int], Sequence[float]]]],
     folder: str | Path,
+    only: Sequence[str] = tuple(PLOTS),
 ) -> list[Path]:
-    """The report's three PNGs in `folder` (names in `PLOTS`); returns their paths.
+    """The report's PNGs in `folder` (names in `PLOTS`); returns their paths.
 
     Args:
         report: `summarize`'s mapping.
         norms: remedy -> one (steps, pre-clip global norms) per run that recorded them.
         folder: where to write them (atomically, each).
+        only: which of `PLOTS` to draw (all by default).
     """
     import matplotlib
 
@@ -201,6 +203,8 @@ def plot_compare(
         ("grad_norms", _draw_norms),
         ("verdicts", _draw_verdicts),
     ):
+        if name not in only:
+            continue
         fig = draw(plt, report, norms)
         _save(fig, folder / PLOTS[name])
         plt.close(fig)
