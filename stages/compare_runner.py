@@ -51,7 +51,7 @@ class Runner:
         self.pending: dict[str, dict] = {}  # to queue, in one call: name -> overrides
         self.check_every = check_every  # seconds between looks at the queue itself
         self.label = label  # the command's name, first on its progress lines
-        self.orphan_looks = 0  # looks in a row that found running runs and no worker
+        self.orphan_looks: dict[str, int] = {}  # run -> looks in a row that found it gone
         self.missing: set[str] = set()  # experiments the last look did not find
 
     def run(self, cells: Sequence[Cell]) -> dict[Cell, RunResult]:
@@ -158,20 +158,27 @@ class Runner:
             self.experiments.start(self.jobs)  # DVC starts only the workers not running
 
     def _stop_orphans(self, waiting: list[Cell], found: dict) -> None:
-        """Runs shown as running with no worker alive, on two looks in a row, are orphans
+        """Runs shown as running whose process is gone, on two looks in a row, are orphans
         (their worker was killed, e.g. with the machine): DVC marks them failed when killed,
-        and they are queued once more like any run that failed to execute."""
+        and they are queued once more like any run that failed to execute.
+
+        Gone means: DVC's record of the run's process names a process that is not alive
+        (`Experiments.process_alive`). Only before DVC has written that record does the
+        worker count of `dvc queue status` decide (no worker alive), since celery's count
+        comes from a one-second `inspect` that a loaded machine can miss (issue 31)."""
         running = [found[c.experiment] for c in waiting if c.experiment in found]
         running = [exp for exp in running if exp.state == "running"]
-        if not running or self.experiments.active_workers != 0:
-            self.orphan_looks = 0
-            return
-        self.orphan_looks += 1
-        if self.orphan_looks >= 2:
-            for exp in running:
-                self.say(f"{self.label}: {exp.name} shows as running with no worker: stopped")
+        gone = set()
+        for exp in running:
+            alive = self.experiments.process_alive(exp)
+            if alive is False or (alive is None and self.experiments.active_workers == 0):
+                gone.add(exp.name)
+        self.orphan_looks = {name: self.orphan_looks.get(name, 0) + 1 for name in gone}
+        for exp in running:
+            if self.orphan_looks.get(exp.name, 0) >= 2:
+                self.say(f"{self.label}: {exp.name} shows as running, its process is gone: stopped")
                 self.experiments.kill(exp)
-            self.orphan_looks = 0
+                del self.orphan_looks[exp.name]
 
     def _settle(self, cell: Cell, exp: Found | None) -> RunResult | None:
         """The cell's result once it has one; None while it is queued, running or re-queued."""

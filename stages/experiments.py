@@ -98,6 +98,33 @@ class Found:
 
 
 QUEUE_STATES = {"Queued": "queued", "Running": "running", "Failed": "failed"}
+RUNS = Path(".dvc/tmp/exps/run")  # DVC's per-task folders of a local queue's runs
+
+
+def _json_or_none(path: Path) -> dict | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # not written yet, or being written
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _pid_alive(pid: object, task: str) -> bool:
+    """A live process with that id; where /proc tells, one that runs this task (a dead
+    run's id reused by another process is not it)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    try:
+        return task in cmdline.read_text(encoding="utf-8", errors="replace")
+    except OSError:  # no /proc (not Linux): the id alone
+        return True
 
 
 class Experiments:
@@ -154,6 +181,29 @@ class Experiments:
             elif len(fields) >= 2 and fields[1].startswith(prefix) and fields[-1] in QUEUE_STATES:
                 found[fields[1]] = Found(fields[1], QUEUE_STATES[fields[-1]], fields[0], {}, None)
         return {**found, **self.finished(prefix)}  # a finished one wins over its old entries
+
+    def process_alive(self, exp: Found) -> bool | None:
+        """Whether the process that runs a `running` experiment is alive, from DVC's own
+        records: each task's `dvc exp exec-run` writes `.dvc/tmp/exps/run/<task>/<task>.json`
+        ({"pid", "returncode"}; dvc-task's process manager) beside `<task>.run` (its name).
+        True when such a process is alive (os.kill(pid, 0)), False when every record of
+        this task ended or names a dead process, None when DVC has written none yet.
+
+        Unlike the worker count of `dvc queue status` (celery's `inspect`, a one-second
+        timeout), a process id cannot time out on a loaded machine."""
+        records = []
+        for folder in (self.root / RUNS).glob(f"{exp.rev}*"):
+            info = _json_or_none(folder / f"{folder.name}.run")
+            process = _json_or_none(folder / f"{folder.name}.json")
+            if info is not None and info.get("name") not in (None, exp.name):
+                continue
+            if process is not None:
+                records.append(process)
+        if not records:
+            return None
+        return any(
+            r.get("returncode") is None and _pid_alive(r.get("pid"), exp.rev) for r in records
+        )
 
     def kill(self, exp: Found) -> None:
         """Stop a running experiment; DVC marks it failed (also one whose worker is gone)."""

@@ -7,6 +7,7 @@ moves queued entries to finished (or failed) one poll later, as DVC's queue woul
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -292,6 +293,10 @@ class FakeQueue:
         self.active_workers: int | None = None
         self.idle_workers: int | None = None
         self.killed: list[str] = []
+        self.alive: dict[str, bool] = {}  # DVC's process records; absent: none written
+
+    def process_alive(self, exp):
+        return self.alive.get(exp.name)
 
     def _advance(self, held=()):
         for name, exp in list(self.entries.items()):
@@ -529,7 +534,7 @@ def test_a_run_left_running_by_a_dead_worker_is_stopped_then_run_again(plan):
     assert queue.killed == ["cmp-none-s1", "cmp-none-s2"]
     assert sorted(queue.queued) == sorted(queue.removed) == ["cmp-none-s1", "cmp-none-s2"]
     assert [r.verdict for r in results.values()] == ["healthy", "healthy"]
-    assert "cmp-none-s1 shows as running with no worker: stopped" in lines[0]
+    assert "cmp-none-s1 shows as running, its process is gone: stopped" in lines[0]
 
 
 def test_workers_that_exited_while_runs_wait_are_started_again(plan):
@@ -609,3 +614,65 @@ def test_a_report_rebuilt_from_its_json_is_the_report(plan, tmp_path):
     assert (tmp_path / "new" / "compare_grad_norms.png").read_bytes() == b"kept"
     assert (tmp_path / "new" / "compare_accuracy.png").stat().st_size > 0
     assert compare.main(["--from-json", str(tmp_path / "missing.json")]) == 2
+
+
+def test_a_run_whose_worker_misses_the_inspect_timeout_is_not_stopped(plan):
+    # On a loaded machine celery's one-second `inspect` goes unanswered and `dvc queue
+    # status` reports 0 active workers while the run's process is alive and busy: DVC's
+    # record of that process decides, look after look, and nothing is killed.
+    chosen = small_plan(plan, ["none"], seeds=(1, 2))
+    cells = list(chosen.cells())[:1]
+    queue = FakeQueue()
+    found = {"cmp-none-s1": Found("cmp-none-s1", "running", "abc1234", {}, None)}
+    queue.active_workers, queue.alive["cmp-none-s1"] = 0, True
+    runner = runner_for(queue, chosen, [])
+    for _ in range(5):
+        runner._stop_orphans(cells, found)
+    assert queue.killed == []
+    # Its process dies (the machine's worker with it): two looks in a row stop it, even
+    # with a worker count that says one is alive.
+    queue.alive["cmp-none-s1"], queue.active_workers = False, 1
+    runner._stop_orphans(cells, found)
+    assert queue.killed == []
+    runner._stop_orphans(cells, found)
+    assert queue.killed == ["cmp-none-s1"]
+
+
+def _record(root, task, name, pid, returncode=None):
+    """A task folder as DVC's queue writes it: <task>.run (its name) and <task>.json."""
+    folder = root / ".dvc" / "tmp" / "exps" / "run" / task
+    folder.mkdir(parents=True)
+    (folder / f"{task}.run").write_text(json.dumps({"name": name, "status": 2}))
+    (folder / f"{task}.json").write_text(json.dumps({"pid": pid, "returncode": returncode}))
+
+
+def test_process_alive_reads_the_process_records_dvc_writes(tmp_path):
+    import subprocess
+    import sys
+
+    from stages.experiments import Experiments
+
+    task = "f90efd9162b091d104771decefe883bb2bd4a11e"  # `dvc queue status` shows f90efd9
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", task])
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    try:
+        experiments = Experiments(tmp_path)
+        exp = Found("cmp-none-s1", "running", task[:7], {}, None)
+        assert experiments.process_alive(exp) is None  # nothing written yet
+        _record(tmp_path, task, "cmp-none-s1", running.pid)
+        assert experiments.process_alive(exp) is True
+        other = Found("cmp-none-s2", "running", "34bd94a", {}, None)
+        _record(tmp_path, "34bd94a81512f66f0e0157aeccaffd2ea1c7535a", "cmp-none-s2", ended.pid)
+        assert experiments.process_alive(other) is False  # its process exited
+        # a live process that is not this task's (a reused id) is not its process
+        third = Found("cmp-none-s3", "running", "460332b", {}, None)
+        _record(tmp_path, "460332b2f079834434b4bf94089a994abd7ea75a", "cmp-none-s3", os.getpid())
+        assert experiments.process_alive(third) is False
+        # an ended record of a run that was queued again under the same task: not alive
+        fourth = Found("cmp-none-s4", "running", "7745a39", {}, None)
+        _record(tmp_path, "7745a39dff38e0ac09894c5fd4467c894931a914", "cmp-none-s4", 1, 0)
+        assert experiments.process_alive(fourth) is False
+    finally:
+        running.kill()
+        running.wait()

@@ -307,8 +307,14 @@ def autoclip_threshold(state: AutoClipState, norm, percentile: float):
     """AutoClip: record `norm`, return the percentile of the norms seen so far.
 
     The bound is the `percentile`-th percentile (numpy's linear interpolation)
-    of the last `window` norms, the current one included, as in the reference
-    code: `history.append(norm); clip = np.percentile(history, p)`.
+    of the last `window` norms, the current one included. The authors' code
+    (pseeth/autoclip: `history.append(norm); clip = np.percentile(history, p)`)
+    keeps every norm since step 1; this keeps a window (`autoclip_window`, 1000
+    by default), so the two agree for the first `window` steps and then the
+    bound follows the recent norms. A full history is not offered: the buffer is
+    an optimizer variable of fixed shape (compiled steps need one, and it is
+    saved with the model), and a history of every step grows without bound
+    (4 bytes a step in every checkpoint, a sort of all of it every step).
 
     Args:
         state: the ring buffer.
