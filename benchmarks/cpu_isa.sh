@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# Which bytes does `train` + `evaluate` give with oneDNN on (TF_ENABLE_ONEDNN_OPTS=1) under
-# each instruction-set cap, and with the pipeline's default (oneDNN off, stages/__init__.py),
-# and what does each cost? Run from the repository root after one `dvc repro`:
+# Which bytes does `train` + `evaluate` give with TensorFlow's oneDNN ops on or off
+# (TF_ENABLE_ONEDNN_OPTS) under each cap of oneDNN's instruction set (ONEDNN_MAX_CPU_ISA),
+# beside the pipeline's default (ops off, AVX2: stages/__init__.py), and what does each
+# cost? Run from the repository root after one `dvc repro`:
 #   bash benchmarks/cpu_isa.sh > isa.tsv
 # Each configuration re-runs `train` and `evaluate` (`dvc repro -f -s`) with its environment
 # set for the stage processes, then prints the md5 of models/best.keras, eval.json's
 # accuracy and f1_macro, and the train stage's own time. The workspace is left as the
-# default configuration leaves it (the last row re-runs it).
+# last configuration leaves it: run `dvc repro -f -s train evaluate` afterwards.
 set -euo pipefail
 configs=(
-  "default (oneDNN off):"
-  "oneDNN on:TF_ENABLE_ONEDNN_OPTS=1"
-  "oneDNN on, ISA <= AVX:TF_ENABLE_ONEDNN_OPTS=1 ONEDNN_MAX_CPU_ISA=AVX"
-  "oneDNN on, ISA <= SSE4.1:TF_ENABLE_ONEDNN_OPTS=1 ONEDNN_MAX_CPU_ISA=SSE41"
-  "default (oneDNN off), ISA <= AVX:ONEDNN_MAX_CPU_ISA=AVX"
-  "default (oneDNN off):"
+  "pipeline default (oneDNN ops off, ISA <= AVX2):"
+  "oneDNN ops off, no cap:ONEDNN_MAX_CPU_ISA=ALL"
+  "oneDNN ops off, ISA <= AVX:ONEDNN_MAX_CPU_ISA=AVX"
+  "oneDNN ops on, ISA <= AVX2:TF_ENABLE_ONEDNN_OPTS=1"
+  "oneDNN ops on, no cap:TF_ENABLE_ONEDNN_OPTS=1 ONEDNN_MAX_CPU_ISA=ALL"
+  "oneDNN ops on, ISA <= AVX:TF_ENABLE_ONEDNN_OPTS=1 ONEDNN_MAX_CPU_ISA=AVX"
+  "oneDNN ops on, ISA <= SSE4.1:TF_ENABLE_ONEDNN_OPTS=1 ONEDNN_MAX_CPU_ISA=SSE41"
 )
 printf 'config\tbest.keras md5\taccuracy\tf1_macro\ttrain s\tepochs\n'
 rm -rf models/resume  # an interrupted run's state would be resumed by the next one

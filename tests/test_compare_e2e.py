@@ -168,7 +168,10 @@ def test_a_real_queue_run_is_alive_by_its_process_record_until_its_process_dies(
     alive = None
     try:
         deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and alive is None:  # file reads: cheap, poll fast
+        # File reads: cheap, poll fast. Right after the task starts, its record can name the
+        # process that is only launching it; the runner needs two looks in a row, seconds
+        # apart, before it stops anything.
+        while time.monotonic() < deadline and alive is not True:
             alive = queue.process_alive(exp)
             time.sleep(0.2)
         assert alive is True, exp
