@@ -174,7 +174,8 @@ def test_a_real_queue_run_is_alive_by_its_process_record_until_its_process_dies(
         while time.monotonic() < deadline and alive is not True:
             alive = queue.process_alive(exp)
             time.sleep(0.2)
-        assert alive is True, exp
+        log = "" if alive else dvc("queue", "logs", "alive-s5", cwd=repo, check=False)[1][-2000:]
+        assert alive is True, (exp, log)
         (record,) = (repo / ".dvc" / "tmp" / "exps" / "run").glob(f"{exp.rev}*/{exp.rev}*.json")
         pid = json.loads(record.read_text())["pid"]
         sh("pkill", "-KILL", "-P", str(pid), cwd=repo, check=False)  # its stages first
