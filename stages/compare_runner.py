@@ -162,16 +162,16 @@ class Runner:
         (their worker was killed, e.g. with the machine): DVC marks them failed when killed,
         and they are queued once more like any run that failed to execute.
 
-        Gone means: DVC's record of the run's process names a process that is not alive
-        (`Experiments.process_alive`). Only before DVC has written that record does the
-        worker count of `dvc queue status` decide (no worker alive), since celery's count
-        comes from a one-second `inspect` that a loaded machine can miss (issue 31)."""
+        Gone means both: `dvc queue status` counts no worker alive, and DVC's record of the
+        run's process does not show it alive (`Experiments.process_alive`). Celery's count
+        comes from a one-second `inspect` that a loaded machine can miss (issue 31): a run
+        whose recorded process is alive is never stopped, whatever the count says."""
         running = [found[c.experiment] for c in waiting if c.experiment in found]
         running = [exp for exp in running if exp.state == "running"]
         gone = set()
         for exp in running:
             alive = self.experiments.process_alive(exp)
-            if alive is False or (alive is None and self.experiments.active_workers == 0):
+            if alive is not True and self.experiments.active_workers == 0:
                 gone.add(exp.name)
         self.orphan_looks = {name: self.orphan_looks.get(name, 0) + 1 for name in gone}
         for exp in running:

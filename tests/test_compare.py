@@ -629,9 +629,13 @@ def test_a_run_whose_worker_misses_the_inspect_timeout_is_not_stopped(plan):
     for _ in range(5):
         runner._stop_orphans(cells, found)
     assert queue.killed == []
-    # Its process dies (the machine's worker with it): two looks in a row stop it, even
-    # with a worker count that says one is alive.
+    # A dead process with a worker said alive: left to DVC (a worker fails its own task).
     queue.alive["cmp-none-s1"], queue.active_workers = False, 1
+    for _ in range(3):
+        runner._stop_orphans(cells, found)
+    assert queue.killed == []
+    # Its process and its worker gone (the machine died): two looks in a row stop it.
+    queue.active_workers = 0
     runner._stop_orphans(cells, found)
     assert queue.killed == []
     runner._stop_orphans(cells, found)
