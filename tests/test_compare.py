@@ -23,7 +23,18 @@ from stages.compare_runner import Runner
 from stages.experiments import DvcError, Found, dvc, set_value
 
 ROOT = Path(__file__).resolve().parents[1]
-REMEDIES = ["none", "value", "norm", "global_norm", "agc", "autoclip", "zscore", "skip", "rollback"]
+REMEDIES = [
+    "none",
+    "value",
+    "norm",
+    "global_norm",
+    "agc",
+    "autoclip",
+    "zscore",
+    "zscore_capped",
+    "skip",
+    "rollback",
+]
 
 
 @pytest.fixture

@@ -63,6 +63,28 @@ def test_one_sgd_step_per_mode(mode, kwargs, earlier, clipped):
     assert stats["clipped_steps"] == int(clipped != [3.0, 4.0])  # the earlier ones: unclipped
 
 
+def test_zscore_max_norm_caps_warmup_steps_while_the_statistics_see_uncapped_norms():
+    # ZClip's max_grad_norm (bluorion-com/ZClip): SGD(1), warm-up 2, cap 2.5. Norm 1 passes;
+    # norm 3 (1.8, 2.4) is capped to 2.5 -> (1.5, 2.0) though in warm-up; the warm-up
+    # statistics are of 1 and 3 (uncapped): mean 2, population variance 1.
+    weights = variable([0.0, 0.0])
+    guard = GradientGuard(
+        keras.optimizers.SGD(1.0), mode="zscore", zscore_warmup=2, zscore_max_norm=2.5
+    )
+    apply(guard, [[0.6, 0.8]], [weights])
+    apply(guard, [[1.8, 2.4]], [weights])
+    np.testing.assert_allclose(weights.numpy(), [-2.1, -2.8], rtol=1e-6)
+    state = guard._state_values(lambda v: v.numpy())
+    assert (float(state["zscore_mean"]), float(state["zscore_var"])) == pytest.approx((2.0, 1.0))
+    # Norm 5: z = 3 / (1 + 1e-6) -> adaptive bound 2 + 6.25 / z = 4.083334, capped to 2.5;
+    # the EMA absorbs the adaptive bound, not the cap: 0.97 * 2 + 0.03 * 4.083334 = 2.0625.
+    apply(guard, [[3.0, 4.0]], [weights])
+    np.testing.assert_allclose(weights.numpy(), [-3.6, -4.8], rtol=1e-6)
+    state = guard._state_values(lambda v: v.numpy())
+    assert float(state["zscore_mean"]) == pytest.approx(2.0625, rel=1e-5)
+    assert read_stats(guard)["threshold"] == pytest.approx(2.5)
+
+
 def test_keras_sgd_reference_numbers_pass_through_unclipped():
     # keras' sgd_test: grads [1, 6, 7, 2], vars [1, 2, 3, 4], lr 0.5 -> [0.5, -1, -0.5, 3].
     weights = variable([1.0, 2.0, 3.0, 4.0])
@@ -176,6 +198,7 @@ def test_an_inner_optimizer_that_clips_itself_is_refused():
     ("kwargs", "fragment"),
     [
         ({"mode": "global_norm"}, "needs clip_norm > 0; received clip_norm=None"),
+        ({"zscore_max_norm": -1.0}, "zscore_max_norm=-1.0; expected a number > 0"),
         ({"mode": "value", "clip_value": -1.0}, "received clip_value=-1.0"),
         ({"mode": "fancy"}, "mode='fancy'"),
         ({"spike_warmup_factor": 1.0}, "spike_warmup_factor=1.0; expected a factor > 1"),

@@ -57,6 +57,7 @@ def test_the_repository_params_file_is_valid():
         ({"model": {"pooling": "avg"}}, "model.pooling='avg' is invalid; expected one of"),
         ({"model": {"dropout": 1.0}}, "model.dropout=1.0"),
         ({"zscore_alpha": 1.0}, "zscore_alpha=1.0"),
+        ({"zscore_max_norm": 0}, "zscore_max_norm=0.0 is invalid; expected a number > 0 (or"),
         ({"autoclip_percentile": 0}, "autoclip_percentile=0.0"),
         ({"max_consecutive_skips": 0}, "max_consecutive_skips=0"),
         ({"evaluate": {"baseline": "forest"}}, "evaluate.baseline='forest'"),

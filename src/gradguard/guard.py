@@ -61,6 +61,8 @@ class GradientGuard(keras.optimizers.Optimizer):
         agc_lambda, agc_exclude_last: AGC's factor; leave the last layer unclipped.
         autoclip_percentile, autoclip_window: AutoClip's percentile and memory.
         zscore_threshold, zscore_alpha, zscore_warmup: ZClip's settings.
+        zscore_max_norm: ZClip's `max_grad_norm`, a cap on every step's global norm,
+            warm-up included; its statistics see the uncapped norms (None: no cap).
         skip_nonfinite: skip the whole update when any gradient is NaN or Inf.
         max_consecutive_skips: skipped updates in a row after which `diverged` is set.
         step_log_size: steps of the per-step log kept on the device (`read_step_log`).

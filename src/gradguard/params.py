@@ -241,6 +241,7 @@ class Params:
     zscore_threshold: float = 2.5  # ZClip: z-score above which the norm is scaled down
     zscore_alpha: float = 0.97  # ZClip: EMA decay of the norm's mean and variance
     zscore_warmup: int = 25  # ZClip: steps observed before any clipping
+    zscore_max_norm: float | None = None  # ZClip: a cap on every step's norm; null = none
     skip_nonfinite: bool = True  # skip updates whose gradients hold NaN or Inf
     max_consecutive_skips: int = 10  # after this many skips in a row the run is diverged
     init: str = "he_normal"  # kernel initialiser, one of INITIALIZERS
@@ -279,6 +280,7 @@ class Params:
             "zscore_threshold",
             "zscore_alpha",
             "zscore_warmup",
+            "zscore_max_norm",
             "max_consecutive_skips",
         ):
             _setting(key, getattr(self, key))

@@ -51,6 +51,7 @@ BOUNDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "zscore_threshold": (_positive, "a number > 0"),
     "zscore_alpha": (lambda v: 0 < v < 1, "a fraction in (0, 1)"),
     "zscore_warmup": (_at_least(1), "an integer >= 1"),
+    "zscore_max_norm": (_positive, "a number > 0 (or null: no cap)"),
     "max_consecutive_skips": (_at_least(1), "an integer >= 1"),
     "step_log_size": (_at_least(1), "an integer >= 1"),
     "spike_window": (_at_least(2), "an integer >= 2"),
@@ -63,7 +64,14 @@ BOUNDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "collapse_learned": (lambda v: 0 < v < 1, "a fraction of the chance loss in (0, 1)"),
 }
 OPTIONAL = frozenset(
-    {"clip_norm", "clip_value", "spike_warmup_factor", "spike_factor", "collapse_loss"}
+    {
+        "clip_norm",
+        "clip_value",
+        "zscore_max_norm",
+        "spike_warmup_factor",
+        "spike_factor",
+        "collapse_loss",
+    }
 )
 
 

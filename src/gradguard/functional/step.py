@@ -39,6 +39,7 @@ class GuardConfig:
     zscore_threshold: float = 2.5
     zscore_alpha: float = 0.97
     zscore_warmup: int = 25
+    zscore_max_norm: float | None = None
     skip_nonfinite: bool = True
     max_consecutive_skips: int = 10
     step_log_size: int = 1024
@@ -133,6 +134,8 @@ def clip(
             old, pre_clip_norm, config.zscore_threshold, config.zscore_alpha, config.zscore_warmup
         )
         updates = {"zscore_count": new.count, "zscore_mean": new.mean, "zscore_var": new.var}
+        if config.zscore_max_norm is not None:  # ZClip's max_grad_norm: warm-up steps too;
+            bound = ops.minimum(bound, config.zscore_max_norm)  # the EMAs never see the cap
     else:
         return list(grads), inf, {}
     return clipping.scale_to_norm(grads, pre_clip_norm, bound), bound, updates

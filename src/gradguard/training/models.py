@@ -170,6 +170,7 @@ def build_optimizer(params: Params, num_classes: int | None = None) -> keras.opt
         zscore_threshold=params.zscore_threshold,
         zscore_alpha=params.zscore_alpha,
         zscore_warmup=params.zscore_warmup,
+        zscore_max_norm=params.zscore_max_norm,
         skip_nonfinite=params.skip_nonfinite,
         max_consecutive_skips=params.max_consecutive_skips,
         spike_window=params.train.spike_window,
