@@ -221,3 +221,48 @@ def test_scale_to_an_infinite_bound_is_the_identity(tensor):
         )
     )
     np.testing.assert_array_equal(out, [3.0, 4.0])
+
+
+@pytest.mark.parametrize(
+    ("path", "rank", "axes"),
+    [
+        ("sequential/dense/kernel", 2, (0,)),  # (in, out)
+        ("sequential/dense/bias", 1, None),  # a vector: one unit
+        ("conv1d/kernel", 3, (0, 1)),  # (k, in, out): optax's rank-3 rule would take (0,)
+        ("model/conv2d_3/kernel", 4, (0, 1, 2)),  # (h, w, in, out)
+        ("lstm/lstm_cell/recurrent_kernel", 2, (0,)),
+        ("model/multi_head_attention/query/kernel", 3, (0,)),  # (in, heads, dim)
+        ("multi_head_attention/key/kernel", 3, (0,)),
+        ("multi_head_attention/value/kernel", 3, (0,)),
+        ("multi_head_attention/attention_output/kernel", 3, (0, 1)),  # (heads, dim, out)
+        ("multi_head_attention/query/bias", 2, None),  # (heads, dim): one unit
+        ("conv2d_transpose/kernel", 4, (0, 1, 3)),  # (h, w, out, in)
+        ("depthwise_conv2d/kernel", 4, (0, 1)),  # (h, w, in, multiplier)
+        ("separable_conv1d/depthwise_kernel", 3, (0,)),
+        ("value/kernel", 2, (0,)),  # a top-level Dense named "value" is no projection
+    ],
+)
+def test_unit_axes_by_the_layer_that_owns_the_variable(path, rank, axes):
+    assert clipping.unit_axes(path, rank) == axes
+
+
+def test_agc_on_attention_kernels_takes_heads_and_dims_apart(tensor):
+    # A query kernel (in=2, heads=2, dim=1): units are the (head, dim) pairs, fan-in `in`.
+    # Weight units: head 0 (3, 4) -> 5, head 1 (0, 1) -> 1. Grad units: head 0 (0.3, 0.4)
+    # -> 0.5, head 1 (0.6, 0.8) -> 1. lambda 0.1: bounds 0.5, 0.1 -> head 0 kept, head 1
+    # scaled by 0.1. The rank rule would pool both heads into one unit of dim 0:
+    # weight norm sqrt(26), grad norm sqrt(1.25) -> both heads scaled by 0.1 * sqrt(20.8).
+    weight = tensor(np.array([[3.0, 0.0], [4.0, 1.0]]).reshape(2, 2, 1))
+    grad = tensor(np.array([[0.3, 0.6], [0.4, 0.8]]).reshape(2, 2, 1))
+    axes = [clipping.unit_axes("mha/query/kernel", 3)]
+    (clipped,) = numpy(clipping.adaptive_clip([grad], [weight], 0.1, axes=axes))
+    np.testing.assert_allclose(clipped[..., 0], [[0.3, 0.06], [0.4, 0.08]], rtol=1e-6)
+    (pooled,) = numpy(clipping.adaptive_clip([grad], [weight], 0.1))
+    np.testing.assert_allclose(pooled, numpy([grad])[0] * 0.1 * math.sqrt(20.8), rtol=1e-6)
+    # The output kernel (heads=2, dim=1, out=2): unit j is kernel[:, :, j] over both heads.
+    # Weight: out 0 (3, 4) -> 5, out 1 (0, 1) -> 1; grad: out 0 (0.3, 0.4), out 1 (0.6, 0.8).
+    weight = tensor(np.array([[3.0, 0.0], [4.0, 1.0]]).reshape(2, 1, 2))
+    grad = tensor(np.array([[0.3, 0.6], [0.4, 0.8]]).reshape(2, 1, 2))
+    axes = [clipping.unit_axes("mha/attention_output/kernel", 3)]
+    (clipped,) = numpy(clipping.adaptive_clip([grad], [weight], 0.1, axes=axes))
+    np.testing.assert_allclose(clipped[:, 0, :], [[0.3, 0.06], [0.4, 0.08]], rtol=1e-6)

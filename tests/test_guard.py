@@ -361,15 +361,16 @@ def test_a_finite_gradient_whose_squares_overflow_float32_is_clipped_not_skipped
 
 
 def test_layout_groups_variables_by_layer():
-    class Var:  # only the path matters
+    class Var:  # only the path and the rank matter
         def __init__(self, path):
-            self.path = path
+            self.path, self.shape = path, (3, 3) if path.endswith("kernel") else (3,)
 
     paths = ["sequential/conv2d/kernel", "sequential/conv2d/bias", "sequential/dense/kernel"]
     layout = Layout.of([Var(p) for p in paths])
     assert layout.layer_names == ("conv2d", "dense")
     assert layout.layer_of == (0, 0, 1)
     assert layout.agc_excluded == (False, False, True)
+    assert layout.agc_axes == ((0,), None, (0,))
     assert Layout.of([Var(p) for p in paths], agc_exclude_last=False).agc_excluded == (
         False,
         False,
@@ -486,3 +487,38 @@ def test_the_collapse_check_is_refused_on_jax():
     model.compile(optimizer=GradientGuard(keras.optimizers.SGD(0.1), collapse_loss=1.0), loss="mse")
     with pytest.raises(ValueError, match=r"collapse_loss=1\.0 needs the TensorFlow"):
         model.fit(np.ones((2, 1)), np.ones((2, 1)), verbose=0)
+
+
+def test_agc_in_a_compiled_model_takes_each_layers_own_units():
+    # An ordinary functional model: attention (query/key/value kernels (4, 2, 3), output
+    # (2, 3, 4)), Conv1D (2, 4, 3), Dense (3, 2). One SGD(1) step of random gradients
+    # against numpy's per-unit clipping with the axes written out here, independently.
+    inputs = keras.Input((5, 4))
+    hidden = keras.layers.MultiHeadAttention(num_heads=2, key_dim=3)(inputs, inputs)
+    hidden = keras.layers.Conv1D(3, 2)(hidden)
+    outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling1D()(hidden))
+    model = keras.Model(inputs, outputs)
+    guard = GradientGuard(keras.optimizers.SGD(1.0), mode="agc", agc_exclude_last=False)
+    model.compile(optimizer=guard, loss="mse")
+    variables = model.trainable_variables
+    guard.build(variables)
+    fan_in = {
+        "query/kernel": (0,),
+        "key/kernel": (0,),
+        "value/kernel": (0,),
+        "attention_output/kernel": (0, 1),
+        "conv1d/kernel": (0, 1),
+        "dense/kernel": (0,),
+    }
+    rng = np.random.default_rng(0)
+    before = [v.numpy() for v in variables]
+    grads = [rng.normal(size=w.shape).astype("float32") for w in before]
+    apply(guard, grads, variables)
+    for var, weight, grad in zip(variables, before, grads, strict=True):
+        axes = next((a for k, a in fan_in.items() if var.path.endswith(k)), None)
+        w_norm = np.sqrt(np.sum(weight**2, axis=axes, keepdims=True))
+        g_norm = np.sqrt(np.sum(grad**2, axis=axes, keepdims=True))
+        bound = 0.01 * np.maximum(w_norm, 1e-3)
+        expected = weight - grad * np.minimum(1.0, bound / g_norm)
+        np.testing.assert_allclose(var.numpy(), expected, rtol=1e-5, atol=1e-7, err_msg=var.path)
+    assert sum(a is not None for a in guard.layout.agc_axes) == len(fan_in)

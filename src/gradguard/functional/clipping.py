@@ -8,6 +8,7 @@ wrapper `gradguard.GradientGuard` keeps that state in optimizer variables.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -202,17 +203,61 @@ def clip_by_global_norm(grads: Sequence, clip_norm: float) -> list:
     return scale_to_norm(grads, global_norm(grads), clip_norm)
 
 
-def unitwise_norms(tensors: Sequence) -> list:
-    """L2 norm of each output unit of Keras weights, each broadcastable against its tensor.
+# AGC's units by the layer that owns a variable, read from the variable's path
+# ("<layers>/<owner>/<name>"). Keras stores kernels with the output axis last, so the
+# rule of last resort is "a unit is the last axis; its norm runs over all the others".
+# MultiHeadAttention's projections are EinsumDense layers of fixed names and equations:
+#   query/key/value  "abc,cde->abde", kernel (in, heads, dim): a unit is a (head, dim) pair,
+#                    its fan-in is `in` alone -> norm over axis 0;
+#   attention_output "abcd,cde->abe", kernel (heads, dim, out): a unit is `out`
+#                    -> norm over axes 0 and 1;
+#   their biases, (heads, dim) and (out,): one unit each, as vectors are.
+# Depthwise kernels (k..., in, multiplier): an output channel is an (in, multiplier) pair.
+# Transposed convolutions (k..., out, in): the output axis is the second to last.
+_ATTENTION_FAN_IN = {"query": (0,), "key": (0,), "value": (0,), "attention_output": (0, 1)}
+_TRANSPOSED = re.compile(r"conv[123]d_transpose(_\d+)?")
+_DEPTHWISE = re.compile(r"depthwise_conv[12]d(_\d+)?")
 
-    Keras stores kernels with the output axis last (Dense `(in, out)`, Conv2D
-    `(h, w, in, out)`), so a unit is everything but the last axis. Vectors
-    (biases, normalisation scales) count as one unit, as in NFNets and optax.
-    A unit whose plain sum of squares overflows float32 is summed again scaled
-    by 2^-80 (see `group_norms`; one `cond` for all the tensors).
+
+def unit_axes(path: str, rank: int) -> tuple[int, ...] | None:
+    """The axes AGC takes a unit's norm over, for a variable of `path` and `rank`.
+
+    None: the whole tensor is one unit (vectors and scalars, as in NFNets, and the
+    biases of attention projections). The table above is the whole rule; a layer it
+    does not name (Dense, Conv1D/2D/3D, LSTM and GRU kernels, Embedding, an
+    EinsumDense outside attention) gets "all axes but the last".
+    """
+    parts = path.split("/")
+    name, owner = parts[-1], parts[-2] if len(parts) > 1 else ""
+    in_attention = len(parts) > 2 and owner in _ATTENTION_FAN_IN
+    if rank <= 1 or (in_attention and name == "bias"):
+        return None
+    if in_attention and rank >= 3:
+        return _ATTENTION_FAN_IN[owner]
+    if name == "depthwise_kernel" or _DEPTHWISE.fullmatch(owner):
+        return tuple(range(rank - 2))
+    if _TRANSPOSED.fullmatch(owner):
+        return (*range(rank - 2), rank - 1)
+    return tuple(range(rank - 1))
+
+
+def _default_axes(x) -> tuple[int, ...] | None:
+    return None if len(x.shape) <= 1 else tuple(range(len(x.shape) - 1))
+
+
+def unitwise_norms(tensors: Sequence, axes: Sequence | None = None) -> list:
+    """L2 norm of each unit of Keras weights, each broadcastable against its tensor.
+
+    `axes`: per tensor, the axes a unit's norm runs over (`unit_axes`), None for the
+    whole tensor. Without it, the rank rule: Keras stores kernels with the output axis
+    last (Dense `(in, out)`, Conv2D `(h, w, in, out)`), so a unit is everything but
+    the last axis, and vectors (biases, normalisation scales) count as one unit, as
+    in NFNets. A unit whose plain sum of squares overflows float32 is summed again
+    scaled by 2^-80 (see `group_norms`; one `cond` for all the tensors).
     """
     tensors = [ops.cast(x, "float32") for x in tensors]
-    axes = [None if len(x.shape) <= 1 else tuple(range(len(x.shape) - 1)) for x in tensors]
+    if axes is None:
+        axes = [_default_axes(x) for x in tensors]
 
     def norms(scale=None):
         return [
@@ -230,9 +275,9 @@ def unitwise_norms(tensors: Sequence) -> list:
     return lazy_cond(finite, lambda: plain, rescaled) if tensors else []
 
 
-def unitwise_norm(x) -> object:
-    """`unitwise_norms` of one tensor."""
-    return unitwise_norms([x])[0]
+def unitwise_norm(x, axes: tuple[int, ...] | None = None) -> object:
+    """`unitwise_norms` of one tensor (the rank rule unless `axes` is given)."""
+    return unitwise_norms([x], None if axes is None else [axes])[0]
 
 
 def adaptive_clip(
@@ -241,6 +286,7 @@ def adaptive_clip(
     clip_factor: float,
     excluded: Sequence[bool] | None = None,
     eps: float = AGC_EPS,
+    axes: Sequence | None = None,
 ) -> list:
     """Adaptive gradient clipping (AGC), unit-wise.
 
@@ -253,6 +299,8 @@ def adaptive_clip(
         excluded: per weight, True to leave its gradient unclipped (NFNets
             leave the final classifier alone).
         eps: the smallest weight norm used for the bound.
+        axes: per weight, the axes of a unit's norm (`unit_axes` of its path; None
+            for the whole tensor); by default the rank rule of `unitwise_norms`.
 
     Returns:
         The clipped gradients.
@@ -264,8 +312,11 @@ def adaptive_clip(
     excluded = excluded or [False] * len(grads)
     clipped = list(grads)
     chosen = [i for i, g in enumerate(grads) if g is not None and not excluded[i]]
-    grad_norms = unitwise_norms([grads[i] for i in chosen])
-    weight_norms = unitwise_norms([weights[i] for i in chosen])
+    if axes is None:
+        axes = [_default_axes(w) for w in weights]
+    chosen_axes = [axes[i] for i in chosen]
+    grad_norms = unitwise_norms([grads[i] for i in chosen], chosen_axes)
+    weight_norms = unitwise_norms([weights[i] for i in chosen], chosen_axes)
     for i, grad_norm, weight_norm in zip(chosen, grad_norms, weight_norms, strict=True):
         max_norm = ops.multiply(ops.maximum(weight_norm, eps), clip_factor)
         factor = ops.divide(max_norm, ops.maximum(grad_norm, max_norm))

@@ -85,6 +85,7 @@ class Layout:
     layer_of: tuple[int, ...]  # index of each variable's layer in `layer_names`
     layer_names: tuple[str, ...]
     agc_excluded: tuple[bool, ...]  # variables AGC leaves alone (the last layer's)
+    agc_axes: tuple | None = None  # per variable, the axes of AGC's unit norm (`clipping.unit_axes`)
 
     @classmethod
     def of(cls, variables: Sequence, agc_exclude_last: bool = True) -> Layout:
@@ -97,6 +98,7 @@ class Layout:
             layer_of=tuple(unique.index(k) for k in keys),
             layer_names=tuple(names),
             agc_excluded=tuple(agc_exclude_last and k == keys[-1] for k in keys),
+            agc_axes=tuple(clipping.unit_axes(v.path, len(v.shape)) for v in variables),
         )
 
 
@@ -106,12 +108,13 @@ def clip(
     grads: list,
     weights: Sequence,
     pre_clip_norm,
-    agc_excluded: Sequence[bool],
+    layout: Layout,
     tensor_norms=None,
 ):
     """Clip as `config.mode` says: (clipped gradients, threshold, mode-state updates).
 
-    `tensor_norms`: each tensor's norm, which "norm" mode uses where given.
+    `layout`: AGC's exclusions and unit axes. `tensor_norms`: each tensor's norm,
+    which "norm" mode uses where given.
     """
     inf = ops.convert_to_tensor(float("inf"), "float32")
     if config.mode == "value":
@@ -122,7 +125,9 @@ def clip(
         bound = ops.convert_to_tensor(config.clip_norm, "float32")
         return clipping.scale_to_norm(grads, pre_clip_norm, bound), bound, {}
     if config.mode == "agc":
-        clipped = clipping.adaptive_clip(grads, weights, config.agc_lambda, agc_excluded)
+        clipped = clipping.adaptive_clip(
+            grads, weights, config.agc_lambda, layout.agc_excluded, axes=layout.agc_axes
+        )
         return clipped, inf, {}
     if config.mode == "autoclip":
         old = AutoClipState(state["autoclip_history"], state["autoclip_count"])
@@ -194,7 +199,7 @@ def guard_step(
     # finite gradients: no second pass over them (`clipping.all_finite`) is needed.
     finite = ops.isfinite(pre)
     clipped, threshold, mode_updates = clip(
-        config, state, grads, weights, pre, layout.agc_excluded, tensor_norms
+        config, state, grads, weights, pre, layout, tensor_norms
     )
     post, was_clipped = post_clip_norm(config, clipped, pre, threshold, tensor_norms)
     was_clipped = ops.logical_and(finite, was_clipped)
