@@ -149,3 +149,42 @@ def test_two_clones_run_a_shard_each_and_one_report_covers_both(template_repo, t
     ]
     assert all(isinstance(r["accuracy"], float) for r in remedy["runs"])
     assert (clones[0] / "reports" / "compare_grad_norms.png").stat().st_size > 0
+
+
+def test_a_real_queue_run_is_alive_by_its_process_record_until_its_process_dies(
+    template_repo, tmp_path
+):
+    # The orphan rule reads DVC's own record of a running task's process (issue 31): a real
+    # `dvc queue start` worker writes it, it says alive while the run trains, and dead once
+    # that process is killed as a machine's death would kill it.
+    from stages.experiments import Experiments
+
+    repo = copy_of(template_repo, tmp_path / "repo")
+    overrides = ("-S", "seed=5", "-S", "train.epochs=200", "-S", "train.patience=200")
+    dvc("exp", "run", "--queue", "-n", "alive-s5", *overrides, cwd=repo)
+    queue = Experiments(repo)
+    exp = queue.find("alive-")["alive-s5"]  # queued: its task id is known from now on
+    # The driver's own start: its output goes to files. `dvc(...)` of tests/e2e.py reads
+    # pipes, which the forked worker keeps open: it would return only once the run ended.
+    queue.start(1)
+    alive = None
+    try:
+        deadline = time.monotonic() + 240
+        # File reads: cheap, poll fast. Right after the task starts, its record can name the
+        # process that is only launching it; the runner needs two looks in a row, seconds
+        # apart, before it stops anything.
+        while time.monotonic() < deadline and alive is not True:
+            alive = queue.process_alive(exp)
+            time.sleep(0.2)
+        log = "" if alive else dvc("queue", "logs", "alive-s5", cwd=repo, check=False)[1][-2000:]
+        assert alive is True, (exp, log)
+        (record,) = (repo / ".dvc" / "tmp" / "exps" / "run").glob(f"{exp.rev}*/{exp.rev}*.json")
+        pid = json.loads(record.read_text())["pid"]
+        sh("pkill", "-KILL", "-P", str(pid), cwd=repo, check=False)  # its stages first
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and queue.process_alive(exp) is not False:
+            time.sleep(0.5)
+        assert queue.process_alive(exp) is False
+    finally:
+        dvc("queue", "stop", "--kill", cwd=repo, check=False)
