@@ -1,6 +1,6 @@
 """The compare command without DVC: its plan, its labels on constructed runs, its CLI, its runner.
 
-The runner is driven through a fake of `stages.experiments.Experiments` that
+The runner is driven through a fake of `gradguard.experiments.queue.Experiments` that
 moves queued entries to finished (or failed) one poll later, as DVC's queue would.
 """
 
@@ -14,13 +14,20 @@ import pytest
 import yaml
 
 from gradguard.errors import ParamsError
-from gradguard.evaluation.compare import RunResult, summarize
-from gradguard.evaluation.compare_report import markdown, plot_compare
-from gradguard.evaluation.plan import Cell, apply_overrides, check_plan, choose, matches, parse_plan
+from gradguard.experiments.compare import _more_seeds, shard_of
+from gradguard.experiments.plan import (
+    Cell,
+    apply_overrides,
+    check_plan,
+    choose,
+    matches,
+    parse_plan,
+)
+from gradguard.experiments.queue import DvcError, Found, dvc, set_value
+from gradguard.experiments.report import markdown, plot_compare
+from gradguard.experiments.runner import Runner
+from gradguard.experiments.summary import RunResult, summarize
 from stages import compare
-from stages.compare_flow import _more_seeds, shard_of
-from stages.compare_runner import Runner
-from stages.experiments import DvcError, Found, dvc, set_value
 
 ROOT = Path(__file__).resolve().parents[1]
 REMEDIES = [
@@ -582,7 +589,7 @@ class UnevenQueue(FakeQueue):
 
 
 def test_until_decided_adds_seeds_at_the_planned_look_and_widens_every_interval(plan, tmp_path):
-    from stages.compare_flow import Flow
+    from gradguard.experiments.compare import Flow
 
     chosen = small_plan(plan, ["global_norm", "zscore"], seeds=(1, 2, 3))
     queue, lines = UnevenQueue(), []
@@ -665,7 +672,7 @@ def test_process_alive_reads_the_process_records_dvc_writes(tmp_path):
     import subprocess
     import sys
 
-    from stages.experiments import Experiments
+    from gradguard.experiments.queue import Experiments
 
     task = "f90efd9162b091d104771decefe883bb2bd4a11e"  # `dvc queue status` shows f90efd9
     running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", task])

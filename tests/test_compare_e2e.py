@@ -157,7 +157,7 @@ def test_a_real_queue_run_is_alive_by_its_process_record_until_its_process_dies(
     # The orphan rule reads DVC's own record of a running task's process (issue 31): a real
     # `dvc queue start` worker writes it, it says alive while the run trains, and dead once
     # that process is killed as a machine's death would kill it.
-    from stages.experiments import Experiments
+    from gradguard.experiments.queue import Experiments
 
     repo = copy_of(template_repo, tmp_path / "repo")
     overrides = ("-S", "seed=5", "-S", "train.epochs=200", "-S", "train.patience=200")

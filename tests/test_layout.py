@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import ast
 import shlex
+import subprocess
+import sys
 from functools import cache
 from pathlib import Path
 
@@ -30,6 +32,7 @@ LAYERS = [
     ("data",),
     ("training",),
     ("evaluation",),
+    ("experiments",),
 ]
 NO_FRAMEWORK = ("gradguard.errors", "gradguard.settings", "gradguard.io", "gradguard.params")
 FRAMEWORKS = ("keras", "tensorflow", "jax", "torch")
@@ -181,6 +184,30 @@ def test_data_sources_and_the_pure_step_keep_to_their_side():
     assert not [n for n in top_level if ast.unparse(n).split()[1].split(".")[0] in FRAMEWORKS]
     # The pure step reads the guard's settings, never the pipeline's params schema.
     assert "gradguard.params" not in direct_imports(module_path("gradguard.functional.step"))
+
+
+def test_the_experiments_package_loads_no_framework_no_dvc_and_no_training_code():
+    # `import gradguard.experiments...` must work without Keras, TensorFlow or DVC: each is
+    # imported, where needed at all, inside the function that calls it.
+    folder = SOURCES["gradguard"] / "experiments"
+    for path in sorted(folder.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        top = [n for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)]
+        names = [a.name for n in top if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module for n in top if isinstance(n, ast.ImportFrom) and n.module]
+        heavy = [n for n in names if n.split(".")[0] in (*FRAMEWORKS, "dvc", "dvclive")]
+        assert heavy == [], path.name
+        assert not [n for n in direct_imports(path) if n.startswith("gradguard.training")]
+
+
+def test_the_gradguard_command_starts_without_keras_or_dvc():
+    probe = (
+        "import sys, gradguard.experiments.cli; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'keras', 'tensorflow', 'jax', "
+        "'dvc', 'dvclive'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def code_lines(node: ast.AST, source_lines: list[str]) -> int:

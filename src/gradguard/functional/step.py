@@ -85,7 +85,7 @@ class Layout:
     layer_of: tuple[int, ...]  # index of each variable's layer in `layer_names`
     layer_names: tuple[str, ...]
     agc_excluded: tuple[bool, ...]  # variables AGC leaves alone (the last layer's)
-    agc_axes: tuple | None = None  # per variable, the axes of AGC's unit norm (`clipping.unit_axes`)
+    agc_axes: tuple | None = None  # per variable: AGC's unit-norm axes (`clipping.unit_axes`)
 
     @classmethod
     def of(cls, variables: Sequence, agc_exclude_last: bool = True) -> Layout:

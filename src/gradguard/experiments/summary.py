@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gradguard.evaluation import stats
-from gradguard.evaluation.plan import Cell, Plan
+from gradguard.experiments.plan import Cell, Plan
 from gradguard.io import strict
 
 VERDICTS = ("healthy", "diverged", "exploded", "collapsed")

@@ -8,13 +8,13 @@ import shutil
 from pathlib import Path
 
 from gradguard.errors import ParamsError
-from gradguard.evaluation.compare import TRAIN_KEYS, rebuild, summarize
-from gradguard.evaluation.compare_report import PLOTS, markdown, plot_compare
-from gradguard.evaluation.plan import Cell, Plan
 from gradguard.evaluation.stats import CONFIDENCE, look_confidence
+from gradguard.experiments.plan import Cell, Plan
+from gradguard.experiments.queue import Experiments
+from gradguard.experiments.report import PLOTS, markdown, plot_compare
+from gradguard.experiments.runner import Runner, say_now
+from gradguard.experiments.summary import TRAIN_KEYS, rebuild, summarize
 from gradguard.io import atomic_path, write_json
-from stages.compare_runner import Runner, say_now
-from stages.experiments import Experiments
 
 
 def shard_of(text: str | None, refused: bool) -> tuple[int, int] | None:

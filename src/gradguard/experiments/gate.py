@@ -18,9 +18,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from gradguard.evaluation.gate import GateUsageError, Rule, SeededVerdict, check_seeded, json_value
-from gradguard.evaluation.plan import Plan
-from stages.compare_runner import Runner, say_now
-from stages.experiments import EVAL, Experiments, dvc
+from gradguard.experiments.plan import Plan
+from gradguard.experiments.queue import EVAL, Experiments, dvc
+from gradguard.experiments.runner import Runner, say_now
 
 PREFIX = "gate"
 

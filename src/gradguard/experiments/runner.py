@@ -18,9 +18,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from gradguard.evaluation.compare import RunResult
-from gradguard.evaluation.plan import Cell, Plan, matches
-from stages.experiments import Experiments, Found
+from gradguard.experiments.plan import Cell, Plan, matches
+from gradguard.experiments.queue import Experiments, Found
+from gradguard.experiments.summary import RunResult
 
 
 def say_now(line: str) -> None:
