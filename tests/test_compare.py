@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ from gradguard.experiments.plan import (
 from gradguard.experiments.queue import DvcError, Found, dvc, set_value
 from gradguard.experiments.report import markdown, plot_compare
 from gradguard.experiments.runner import Runner
-from gradguard.experiments.summary import RunResult, summarize
+from gradguard.experiments.summary import RunResult, outcome, summarize
 from stages import compare
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -227,7 +228,8 @@ def test_a_failed_run_is_not_a_verdict_and_the_report_is_byte_stable(plan, tmp_p
     assert skip["runs"][-1] == {
         "seed": 3,
         "experiment": "cmp-skip-s3",
-        "accuracy": None,
+        "metric": None,
+        "accuracy": None,  # the metric is gradguard's accuracy: its old name stays
         "verdict": "failed to run",
         "error": "MemoryError",
     }
@@ -339,7 +341,8 @@ class FakeQueue:
 
     @staticmethod
     def metrics(name):
-        return {"accuracy": 0.9 + int(name.rsplit("-s", 1)[1]) / 1000, "verdict": "healthy"}
+        accuracy = 0.9 + int(name.rsplit("-s", 1)[1]) / 1000
+        return {"metrics/eval.json": {"accuracy": accuracy, "verdict": "healthy"}}
 
     def queue(self, entries):
         for name, overrides in entries.items():
@@ -378,7 +381,7 @@ def test_the_runner_queues_what_is_missing_then_reuses_it(plan):
     queue, lines = FakeQueue(), []
     results = runner_for(queue, chosen, lines).run(chosen.cells())
     assert sorted(queue.queued) == sorted(c.experiment for c in chosen.cells())
-    assert {c: r.accuracy for c, r in results.items()} == {
+    assert {c: r.metric for c, r in results.items()} == {
         c: pytest.approx(0.9 + c.seed / 1000) for c in chosen.cells()
     }
     assert lines[-1].startswith("compare: 4/4 done · ") and "healthy 90." in lines[-1]
@@ -432,12 +435,12 @@ def test_a_run_a_worker_takes_while_the_queue_is_read_is_not_queued_twice(plan):
     assert queue.queued == [] and len(results) == 2
     # Gone for good (missing from two looks in a row; say, removed by hand): queued once
     # more, and it runs; gone again, it is reported, not queued a third time.
-    for vanish, outcome in ((1, ("", "healthy")), (2, ("the experiment disappeared", None))):
+    for vanish, expected in ((1, ("", "healthy")), (2, ("the experiment disappeared", None))):
         queue = Vanishing(vanish)
         results = runner_for(queue, chosen, []).run(chosen.cells())
         assert queue.queued.count("cmp-none-s1") == min(vanish + 1, 2)
         s1 = results[Cell("none", 1)]
-        assert (s1.error, s1.verdict if s1.metrics else None) == outcome
+        assert (s1.error, s1.verdict if s1.metrics else None) == expected
 
 
 class Vanishing(FakeQueue):
@@ -582,9 +585,9 @@ class UnevenQueue(FakeQueue):
     def metrics(name):
         seed = int(name.rsplit("-s", 1)[1])
         loss = 0.02 if "zscore" in name and seed % 2 else 0.0
-        return {"accuracy": 0.9 + seed / 1000 - loss, "verdict": "healthy"}
+        return {"metrics/eval.json": {"accuracy": 0.9 + seed / 1000 - loss, "verdict": "healthy"}}
 
-    def recorded(self, rev):
+    def recorded(self, rev, gradients):
         return ((), ()), {}
 
 
@@ -698,3 +701,100 @@ def test_process_alive_reads_the_process_records_dvc_writes(tmp_path):
     finally:
         running.kill()
         running.wait()
+
+
+# --- any DVC project: its own seed key, metric and verdict (issue 28) ------------------------
+
+FOREIGN = {
+    "seed_param": "train.random_state",
+    "metric": "results/scores.json:val.loss",
+    "higher_is_better": False,
+    "remedies": {"plain": {}, "clipped": {"opt.clip": 1.0}},
+}
+
+
+def test_a_foreign_plan_writes_its_seed_key_and_reads_its_own_files():
+    plan = parse_plan(FOREIGN, source="compare.yaml")
+    cell = plan.cells(seeds=[7], remedies=["clipped"])[0]
+    assert plan.overrides(cell) == {"opt.clip": 1.0, "train.random_state": 7}
+    assert plan.files == ("results/scores.json",)
+    assert plan.verdict is None and plan.gradients is None
+
+
+@pytest.mark.parametrize(
+    ("files", "metric", "verdict"),
+    [
+        ({"results/scores.json": {"val": {"loss": 0.25}}}, 0.25, "healthy"),
+        ({"results/scores.json": {"val": {"loss": float("nan")}}}, None, "diverged"),
+        ({"results/scores.json": {"val": {}}}, None, "diverged"),
+        ({}, None, "diverged"),  # the stages succeeded but wrote no metric
+    ],
+)
+def test_without_a_verdict_key_a_finite_metric_is_healthy(files, metric, verdict):
+    result = outcome(parse_plan(FOREIGN), files)
+    assert (result["metric"], result["verdict"]) == (metric, verdict)
+
+
+def test_a_verdict_key_is_read_and_a_missing_metric_is_never_healthy():
+    plan = parse_plan({**FOREIGN, "verdict": "results/run.json:state"})
+    assert plan.files == ("results/scores.json", "results/run.json")
+    files = {
+        "results/scores.json": {"val": {"loss": 0.5}},
+        "results/run.json": {"state": "exploded"},
+    }
+    assert outcome(plan, files)["verdict"] == "exploded"
+    files["results/run.json"]["state"] = "healthy"
+    del files["results/scores.json"]["val"]["loss"]
+    assert outcome(plan, files)["verdict"] == "diverged"
+
+
+def test_foreign_params_are_checked_for_keys_not_against_our_schema():
+    plan = parse_plan(FOREIGN)
+    raw = {"train": {"random_state": 0, "epochs": 3}, "opt": {"clip": None, "lr": 5}}
+    check_plan(plan, raw, source="params.yaml")  # our schema would refuse every key here
+    bad = parse_plan({**FOREIGN, "remedies": {"typo": {"opt.clipp": 1.0}}})
+    with pytest.raises(
+        ParamsError, match=r"remedy typo: opt.clipp=1.0: no such key in params.yaml"
+    ):
+        check_plan(bad, raw, source="params.yaml")
+    with pytest.raises(ParamsError, match=r"remedy plain: train.random_state=0: no such key"):
+        check_plan(plan, {"opt": {"clip": None}}, source="params.yaml")
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        ({"metric": "scores.json"}, "metric='scores.json' is invalid; expected \"<file>:"),
+        ({"seed_param": ""}, "seed_param='' is invalid"),
+        ({"higher_is_better": "no"}, "higher_is_better='no' is invalid; expected true or false"),
+    ],
+)
+def test_bad_reading_keys_are_one_line_each(raw, fragment):
+    with pytest.raises(ParamsError, match=re.escape(fragment)):
+        parse_plan({**FOREIGN, **raw}, source="compare.yaml")
+
+
+def test_lower_is_better_picks_the_lowest_and_signs_differences_so_more_is_better(tmp_path):
+    # Losses per seed: plain 0.30, 0.32, 0.31; clipped 0.20, 0.21, 0.22 (0.10 lower each).
+    plan = choose(parse_plan({**FOREIGN, "margin": 0.01}), seeds=[1, 2, 3])
+    losses = {"plain": [0.30, 0.32, 0.31], "clipped": [0.20, 0.22, 0.21]}
+    results = [
+        RunResult(Cell(name, seed), outcome(plan, {"results/scores.json": {"val": {"loss": v}}}))
+        for name, values in losses.items()
+        for seed, v in zip(plan.seeds, values, strict=True)
+    ]
+    report = summarize(plan, results, "params.yaml")
+    assert report["best"] == "clipped" and report["metric"] == FOREIGN["metric"]
+    plain = report["remedies"][0]
+    assert plain["vs_best"]["estimate"] == pytest.approx(-0.10)  # 0.10 worse, signed
+    assert plain["label"] == "acceptable"  # credibly more than 0.01 worse
+    assert "accuracy" not in plain and "accuracy" not in plain["runs"][0]
+    assert plain["runs"][0]["metric"] == pytest.approx(0.30)
+    report["gradient_plot"] = False
+    text = markdown(report)
+    assert "`results/scores.json:val.loss` (lower is better" in text
+    assert "0.3 H" in text and "%" not in text.split("## Runs")[1].split("\n")[0]
+    assert "No gradient-norm plot" in text and "compare_grad_norms.png" not in text
+    assert {p.name for p in plot_compare(report, {}, tmp_path, only=("accuracy",))} == {
+        "compare_accuracy.png"
+    }

@@ -19,10 +19,9 @@ from gradguard.evaluation.gate import GateUsageError, check, markdown, parse_rul
 from gradguard.evaluation.stats import planned_looks
 from gradguard.experiments.compare import Flow, rebuild_report, shard_of
 from gradguard.experiments.gate import run_seeded, seeded_markdown
-from gradguard.experiments.plan import Plan, check_plan, choose, parse_plan
+from gradguard.experiments.plan import Plan, check_plan, choose, dig, parse_plan, reading
 from gradguard.experiments.queue import DvcError, Experiments, dvc
 from gradguard.io import atomic_path
-from gradguard.params import load_params
 
 COMPARE = """compare: every remedy of compare.yaml over paired seeds as DVC experiments; a report.
 
@@ -101,7 +100,7 @@ def plan_of(args: argparse.Namespace) -> Plan:
     if args.jobs < 1 or args.max_seeds < 2:
         raise ParamsError("--jobs must be >= 1 and --max-seeds >= 2")
     plan = choose(plan, remedies=args.remedies, seeds=seeds, base=args.base, ladder=args.lr_ladder)
-    check_plan(plan, _yaml(args.params))
+    check_plan(plan, _yaml(args.params), source=args.params)
     return plan
 
 
@@ -126,7 +125,8 @@ def compare_main(argv: list[str] | None = None, prog: str = "gradguard compare")
         print(f"compare: error: {error}", file=sys.stderr)
         return 2
     looks = planned_looks(len(plan.seeds), args.max_seeds) if args.until_decided else ()
-    flow = Flow(Experiments(), plan, args.jobs, out=Path(args.out), looks=looks, poll=args.poll)
+    queue = Experiments(files=plan.files)
+    flow = Flow(queue, plan, args.jobs, out=Path(args.out), looks=looks, poll=args.poll)
     try:
         if share is not None:
             return flow.shard(*share)
@@ -185,8 +185,9 @@ def gate_main(argv: list[str] | None = None, prog: str = "gradguard gate") -> in
         rules = parse_rules(raw)  # before running DVC: a bad rules file fails fast
         count = _count(args.seeds if args.seeds is not None else raw.get("seeds", 1))
         if count > 1:  # params.yaml's seed and the next ones
-            first = load_params("params.yaml").seed
-            return _seeded(rules, args, list(range(first, first + count)))
+            seed_param = reading(raw, str(rules_file), keys=("seed_param",))["seed_param"]
+            first = _first_seed(seed_param)
+            return _seeded(rules, args, list(range(first, first + count)), seed_param)
         verdicts = check(metrics_diff(args.baseline), rules)
     except (GateUsageError, ParamsError) as error:
         print(f"gate: error: {error}", file=sys.stderr)
@@ -212,9 +213,17 @@ def _count(count) -> int:
     return count
 
 
-def _seeded(rules, args, seeds: list[int]) -> int:
+def _first_seed(seed_param: str) -> int:
+    """The seed params.yaml holds at `seed_param` (the seeded gate's first)."""
+    seed = dig(_yaml("params.yaml"), seed_param)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise GateUsageError(f"params.yaml: {seed_param}={seed!r}; expected an integer >= 0")
+    return seed
+
+
+def _seeded(rules, args, seeds: list[int], seed_param: str) -> int:
     try:
-        verdicts = run_seeded(rules, args.baseline, seeds, args.jobs)
+        verdicts = run_seeded(rules, args.baseline, seeds, args.jobs, seed_param=seed_param)
     except (GateUsageError, DvcError, ParamsError) as error:
         print(f"gate: error: {error}", file=sys.stderr)
         return 2

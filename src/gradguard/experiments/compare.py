@@ -130,7 +130,7 @@ class Flow:
         for cell, rev in sorted(self.runner.revs.items(), key=lambda item: item[0].experiment):
             if cell not in results:
                 continue
-            curve, summary = self.experiments.recorded(rev)
+            curve, summary = self.experiments.recorded(rev, self.plan.gradients)
             recorded = {key: summary.get(key) for key in TRAIN_KEYS}
             enriched[cell] = dataclasses.replace(
                 results[cell], metrics={**results[cell].metrics, **recorded}
@@ -139,7 +139,12 @@ class Flow:
                 norms.setdefault(cell.remedy, []).append(curve)
         report = self._report(enriched)
         self.out.mkdir(parents=True, exist_ok=True)
-        plot_compare(report, norms, self.out)
+        if self.plan.gradients is None:
+            report["gradient_plot"] = False
+            (self.out / PLOTS["grad_norms"]).unlink(missing_ok=True)  # not this report's
+            plot_compare(report, norms, self.out, only=("accuracy", "verdicts"))
+        else:
+            plot_compare(report, norms, self.out)
         _write_report(report, self.out, self.say)
 
 

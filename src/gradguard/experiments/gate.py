@@ -18,17 +18,23 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from gradguard.evaluation.gate import GateUsageError, Rule, SeededVerdict, check_seeded, json_value
-from gradguard.experiments.plan import Plan
-from gradguard.experiments.queue import EVAL, Experiments, dvc
+from gradguard.experiments.plan import Plan, dig, split_key
+from gradguard.experiments.queue import Experiments, dvc
 from gradguard.experiments.runner import Runner, say_now
 
 PREFIX = "gate"
 
 
-def plan_for(seeds: Sequence[int], side: str = "run") -> Plan:
+def plan_for(seeds: Sequence[int], side: str = "run", seed_param: str = "seed") -> Plan:
     """One "remedy" (the pipeline as it is) over the seeds: `gate-<side>-s<seed>`."""
     return Plan(
-        remedies={side: {}}, presets={}, neutral={}, seeds=tuple(seeds), margin=0.0, prefix=PREFIX
+        remedies={side: {}},
+        presets={},
+        neutral={},
+        seeds=tuple(seeds),
+        margin=0.0,
+        prefix=PREFIX,
+        seed_param=seed_param,
     )
 
 
@@ -66,24 +72,29 @@ def worktree(rev: str) -> Iterator[Path]:
 
 
 def _values(rule: Rule, metrics: dict) -> object:
-    file, _, key = rule.metric.rpartition(":")
-    if file != EVAL:
-        raise GateUsageError(f"{rule.metric}: the seeded gate reads {EVAL} only")
-    value = metrics
-    for part in key.split("."):
-        if not isinstance(value, dict) or part not in value:
-            raise GateUsageError(f"{rule.metric}: not in a run's {EVAL}")
-        value = value[part]
+    """The rule's value in a run's metrics files (`outcome`'s `files`)."""
+    file, key = split_key(rule.metric)
+    value = dig(metrics["files"].get(file), key)
+    if value is None:
+        raise GateUsageError(f"{rule.metric}: not in a run's {file}")
     return value
 
 
 def run_seeded(
-    rules: Sequence[Rule], baseline: str, seeds: Sequence[int], jobs: int = 1, say=say_now
+    rules: Sequence[Rule],
+    baseline: str,
+    seeds: Sequence[int],
+    jobs: int = 1,
+    say=say_now,
+    seed_param: str = "seed",
 ) -> list[SeededVerdict]:
-    """Run (or reuse) both sides' seeds, then judge every rule over the pairs."""
+    """Run (or reuse) both sides' seeds (each written to `seed_param`), then judge every
+    rule over the pairs."""
     dirty = uncommitted()
-    mine, theirs = plan_for(seeds, "wip" if dirty else "run"), plan_for(seeds)
-    here = Experiments(".")
+    mine = plan_for(seeds, "wip" if dirty else "run", seed_param)
+    theirs = plan_for(seeds, seed_param=seed_param)
+    files = tuple(dict.fromkeys(split_key(rule.metric)[0] for rule in rules))
+    here = Experiments(".", files)
     if dirty:
         say("gate: the workspace has uncommitted changes: its runs are run afresh")
         for exp in here.find(f"{PREFIX}-wip-").values():
@@ -92,7 +103,8 @@ def run_seeded(
     new = Runner(here, mine, jobs, say=say, label="gate").run(mine.cells())
     say(f"gate: {baseline}'s pipeline over the same seeds")
     with worktree(baseline) as root:
-        old = Runner(Experiments(root), theirs, jobs, say=say, label="gate").run(theirs.cells())
+        there = Experiments(root, files)
+        old = Runner(there, theirs, jobs, say=say, label="gate").run(theirs.cells())
     failed = [c.experiment for c, r in {**new, **old}.items() if r.metrics is None]
     if failed:
         raise GateUsageError(f"runs failed to run (not a regression): {', '.join(failed)}")

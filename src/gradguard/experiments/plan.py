@@ -3,9 +3,14 @@
 A remedy is a set of params overrides under a short name, applied on top of a
 neutral set (no clipping, no reaction) so that it means the same whatever the
 base params hold. A base preset is another set of overrides (`stress`, `late`)
-or, without one, the params file as it is. Every run's overrides are checked
-against the params schema before anything runs: one line names the remedy, the
-key and what was expected.
+or, without one, the params file as it is. Every override must name a key of the
+project's params file, and in gradguard's own pipeline every run's params are
+checked against its schema too, before anything runs: one line names the remedy,
+the key and what was expected.
+
+What a run gives back is the project's own: `seed_param` is the params key each run's
+seed goes to, `metric` the `<file>:<dotted key>` the remedies are compared on,
+`verdict` (optional) where a run's healthy | diverged | exploded | collapsed is.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from gradguard.errors import ParamsError
 from gradguard.params import parse_params
 
 PREFIX = "cmp"  # experiment names: cmp-[<preset>-]<remedy>[-lr<rate>]-s<seed>
+OURS = "metrics/eval.json:accuracy"  # gradguard's own pipeline's metric, the default
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,13 +58,23 @@ class Plan:
     base: str | None = None  # a preset's name, or None: the params file as it is
     ladder: tuple[float, ...] = ()
     prefix: str = PREFIX  # of its experiments' names
+    seed_param: str = "seed"  # the dotted params key that seeds a run
+    metric: str = OURS  # "<file>:<dotted key>": the number remedies are compared on
+    higher_is_better: bool = True
+    verdict: str | None = None  # "<file>:<dotted key>" of a run's verdict; None: from metric
+    gradients: str | None = None  # a TSV of per-step `pre_clip_norm`, for the report's plot
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """The metrics files a finished run is read from."""
+        return tuple(dict.fromkeys(split_key(k)[0] for k in (self.metric, self.verdict) if k))
 
     def overrides(self, cell: Cell) -> dict[str, Any]:
         """Every override of one run, in the order they apply: base, neutral, remedy, seed."""
         merged = dict(self.presets[self.base]) if self.base else {}
         merged.update(self.neutral)
         merged.update(self.remedies[cell.remedy])
-        merged["seed"] = cell.seed
+        merged[self.seed_param] = cell.seed
         if cell.learning_rate is not None:
             merged["train.learning_rate"] = cell.learning_rate
         return merged
@@ -72,6 +88,21 @@ class Plan:
             for seed in (self.seeds if seeds is None else seeds)
             for rate in rates
         ]
+
+
+def split_key(spec: str) -> tuple[str, str]:
+    """`"<file>:<dotted key>"` as (file, key)."""
+    file, _, key = spec.rpartition(":")
+    return file, key
+
+
+def dig(data: Any, key: str) -> Any:
+    """The value at a dotted key of nested mappings, or None."""
+    for part in key.split("."):
+        if not isinstance(data, Mapping) or part not in data:
+            return None
+        data = data[part]
+    return data
 
 
 def _fail(where: str, what: str) -> None:
@@ -104,7 +135,7 @@ def parse_plan(raw: Mapping | None, source: str = "compare.yaml") -> Plan:
     """
     if not isinstance(raw, Mapping):
         _fail(source, f"{type(raw).__name__} is invalid; expected a YAML mapping")
-    known = {"remedies", "presets", "neutral", "seeds", "first_seed", "margin"}
+    known = {"remedies", "presets", "neutral", "seeds", "first_seed", "margin", *READING}
     for key in raw:
         if key not in known:
             _fail(source, f"{key!r} is not a known key; expected one of {sorted(known)}")
@@ -117,11 +148,41 @@ def parse_plan(raw: Mapping | None, source: str = "compare.yaml") -> Plan:
         _fail(source, f"margin={margin!r} is invalid; expected a number in [0, 1)")
     return Plan(
         remedies=_named(raw, "remedies", source),
-        presets=_named(raw, "presets", source),
+        presets=_named(raw, "presets", source) if "presets" in raw else {},
         neutral=_overrides(raw.get("neutral"), f"{source}: neutral"),
         seeds=tuple(range(first, first + count)),
         margin=float(margin),
+        **reading(raw, source),
     )
+
+
+# compare.yaml's (and gate.yaml's) keys of what a run gives back: (default, optional?).
+READING = {
+    "seed_param": ("seed", False),
+    "metric": (OURS, False),
+    "higher_is_better": (True, False),
+    "verdict": (None, True),
+    "gradients": (None, True),
+}
+
+
+def reading(raw: Mapping, source: str, keys=tuple(READING)) -> dict[str, Any]:
+    """The `READING` keys of a config mapping, checked; ParamsError names a bad one."""
+    found = {}
+    for key in keys:
+        default, optional = READING[key]
+        value = raw.get(key, default)
+        if key == "higher_is_better":
+            if not isinstance(value, bool):
+                _fail(source, f"{key}={value!r} is invalid; expected true or false")
+        elif value is None and optional:
+            pass
+        elif not isinstance(value, str) or not value.strip() or " " in value:
+            _fail(source, f"{key}={value!r} is invalid; expected a dotted params key or a path")
+        elif key in ("metric", "verdict") and not all(split_key(value)):
+            _fail(source, f'{key}={value!r} is invalid; expected "<file>:<dotted key>"')
+        found[key] = value
+    return found
 
 
 def choose(
@@ -164,7 +225,9 @@ def choose(
     )
 
 
-def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+def apply_overrides(
+    raw: Mapping[str, Any], overrides: Mapping[str, Any], source: str = "the params file"
+) -> dict[str, Any]:
     """A deep copy of a params mapping with dotted-key overrides set (as `dvc exp run -S`).
 
     Raises:
@@ -178,21 +241,32 @@ def apply_overrides(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> dic
         for part in parents:
             node = node.get(part) if isinstance(node, Mapping) else None
         if not isinstance(node, dict) or leaf not in node:
-            raise ParamsError(f"{dotted}={value!r}: no such key in the params file")
+            raise ParamsError(f"{dotted}={value!r}: no such key in {source}")
         node[leaf] = copy.deepcopy(value)
     return merged
 
 
-def check_plan(plan: Plan, raw_params: Mapping[str, Any]) -> None:
-    """Validate every run's params against the schema before anything runs.
+def ours(raw_params: Mapping[str, Any]) -> bool:
+    """Whether a params file is gradguard's own pipeline's (it holds every top-level key
+    of the schema): only there does the schema check each run's params."""
+    from gradguard.params import Params
+
+    return {f.name for f in dataclasses.fields(Params)} <= set(raw_params)
+
+
+def check_plan(plan: Plan, raw_params: Mapping[str, Any], source: str = "params.yaml") -> None:
+    """Validate every run's params before anything runs: each override and the seed key
+    must be keys of the params file; in gradguard's pipeline they must pass its schema.
 
     Raises:
         ParamsError: naming the remedy (or preset) and the key, e.g.
-            `remedy global_norm: params: clip_norm=-1.0 is invalid; expected ...`.
+            `remedy global_norm: params: clip_norm=-1.0 is invalid; expected ...`, or
+            `remedy fast: lr=0.1: no such key in params.yaml`.
     """
+    check = parse_params if ours(raw_params) else (lambda merged: merged)
     for cell in plan.cells(seeds=plan.seeds[:1]):
         try:
-            parse_params(apply_overrides(raw_params, plan.overrides(cell)))
+            check(apply_overrides(raw_params, plan.overrides(cell), source))
         except ParamsError as error:
             where = f"remedy {cell.remedy}"
             if plan.base:
@@ -201,14 +275,10 @@ def check_plan(plan: Plan, raw_params: Mapping[str, Any]) -> None:
                 where += f" at learning rate {cell.learning_rate:g}"
             raise ParamsError(f"{where}: {error}") from error
     for seed in plan.seeds[1:]:  # the seed is the one key that differs across the rest
-        _check_seed(raw_params, seed)
-
-
-def _check_seed(raw_params: Mapping[str, Any], seed: int) -> None:
-    try:
-        parse_params(apply_overrides(raw_params, {"seed": seed}))
-    except ParamsError as error:
-        raise ParamsError(f"seed {seed}: {error}") from error
+        try:
+            check(apply_overrides(raw_params, {plan.seed_param: seed}, source))
+        except ParamsError as error:
+            raise ParamsError(f"seed {seed}: {error}") from error
 
 
 def matches(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> bool:

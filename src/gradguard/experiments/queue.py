@@ -23,8 +23,7 @@ from typing import Any
 
 import yaml
 
-NORMS = "metrics/train/plots/steps/pre_clip_norm.tsv"  # per-step pre-clip global norm
-EVAL = "metrics/eval.json"
+EVAL = "metrics/eval.json"  # gradguard's pipeline's metrics
 TRAIN_SUMMARY = "metrics/train/metrics.json"  # DVCLive's summary; its `run` has weight_growth
 
 
@@ -94,7 +93,7 @@ class Found:
     state: str  # success | queued | running | failed
     rev: str
     params: Mapping[str, Any]
-    metrics: Mapping[str, Any] | None
+    metrics: Mapping[str, Any] | None  # a finished one's metrics files: path -> parsed JSON
 
 
 QUEUE_STATES = {"Queued": "queued", "Running": "running", "Failed": "failed"}
@@ -134,8 +133,8 @@ class Experiments:
     so they can be polled); queued, running and failed ones from `dvc queue status`.
     """
 
-    def __init__(self, root: str | Path = "."):
-        self.root = Path(root)
+    def __init__(self, root: str | Path = ".", files: tuple[str, ...] = (EVAL,)):
+        self.root, self.files = Path(root), files  # the metrics files a finished one has
         self._read: dict[str, tuple[dict, dict | None]] = {}  # commit -> (params, metrics)
         # As the last `find` saw them (None: not known): workers running a task, and idle ones.
         self.active_workers: int | None = None
@@ -164,11 +163,16 @@ class Experiments:
                 found[name] = Found(name, "success", rev, params, metrics)
         return found
 
-    def _files(self, rev: str) -> tuple[dict, dict | None]:
+    def _files(self, rev: str) -> tuple[dict, dict]:
         if rev not in self._read:
             params = yaml.safe_load(self._git("show", f"{rev}:params.yaml") or "{}") or {}
-            metrics = self._git("show", f"{rev}:{EVAL}")
-            self._read[rev] = (params, json.loads(metrics) if metrics else None)
+            metrics = {}
+            for file in self.files:
+                with contextlib.suppress(ValueError):  # unreadable: as if missing
+                    text = self._git("show", f"{rev}:{file}")
+                    if text:
+                        metrics[file] = json.loads(text)
+            self._read[rev] = (params, metrics)
         return self._read[rev]
 
     def find(self, prefix: str) -> dict[str, Found]:
@@ -238,14 +242,18 @@ class Experiments:
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         return lines[-1][:300] if lines else f"see `dvc queue logs {exp.name}`"
 
-    def recorded(self, rev: str) -> tuple[tuple[list[int], list[float]], dict]:
-        """What an experiment recorded in DVC's cache: its per-step pre-clip norms and its
-        training summary (DVCLive's `run` section); empty when not in the cache."""
+    def recorded(
+        self, rev: str, gradients: str | None
+    ) -> tuple[tuple[list[int], list[float]], dict]:
+        """What an experiment recorded in DVC's cache: its per-step pre-clip norms (the TSV
+        at `gradients`, columns step and pre_clip_norm) and gradguard's training summary
+        (DVCLive's `run` section); empty when not in the cache or not configured."""
         from dvc.api import DVCFileSystem
 
         fs = DVCFileSystem(str(self.root), rev=rev)
         try:
-            rows = list(csv.DictReader(io.StringIO(fs.read_text(NORMS)), delimiter="\t"))
+            text = fs.read_text(gradients) if gradients else ""
+            rows = list(csv.DictReader(io.StringIO(text), delimiter="\t"))
         except Exception:  # not pulled, or never recorded: no curve
             rows = []
         try:

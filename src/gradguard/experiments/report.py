@@ -22,13 +22,23 @@ def _pct(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{100 * value:.{digits}f}"
 
 
-def _signed(interval: Mapping | None) -> str:
+def _ours(report: Mapping) -> bool:
+    """A report on gradguard's test accuracy (shown in percent and points), not another metric."""
+    return "metric" not in report
+
+
+def _show(report: Mapping, value: float | None, sign: str = "") -> str:
+    """A metric value as the report shows it: percent for our accuracy, else 4 digits."""
+    if value is None:
+        return "-"
+    return f"{100 * value:{sign}.1f}" if _ours(report) else f"{value:{sign}.4g}"
+
+
+def _signed(interval: Mapping | None, report: Mapping) -> str:
     if interval is None:
         return "-"
-    return (
-        f"{100 * interval['estimate']:+.1f} "
-        f"[{100 * interval['low']:+.1f}, {100 * interval['high']:+.1f}]"
-    )
+    low, high = (_show(report, interval[k], "+") for k in ("low", "high"))
+    return f"{_show(report, interval['estimate'], '+')} [{low}, {high}]"
 
 
 def _level(report: Mapping) -> str:
@@ -62,10 +72,9 @@ def _header(report: Mapping) -> list[str]:
         + (f" (`{_overrides(report['base_overrides'])}`)" if report["base_overrides"] else "")
         + f"; every remedy starts from `{_overrides(report['neutral'])}`. Seeds "
         f"{', '.join(map(str, report['seeds']))}, paired: on one seed every remedy sees the "
-        "same split, initialisation and data order. Test accuracy is the kept checkpoint's, in "
-        "percent; differences are in points.",
+        "same split, initialisation and data order. " + _units(report),
         "",
-        f"## Labels (margin m = {100 * report['margin']:g} points, {_level(report)} intervals)",
+        f"## Labels (margin m = {_margin(report)}, {_level(report)} intervals)",
         "",
     ]
     number = 0
@@ -78,18 +87,34 @@ def _header(report: Mapping) -> list[str]:
     return [*lines, ""]
 
 
+def _units(report: Mapping) -> str:
+    if _ours(report):
+        return "Test accuracy is the kept checkpoint's, in percent; differences are in points."
+    better = "higher" if report["higher_is_better"] else "lower"
+    return (
+        f"Each run's metric is `{report['metric']}` ({better} is better; seeds go to "
+        f"`{report['seed_param']}`); differences are signed so that more is better."
+    )
+
+
+def _margin(report: Mapping) -> str:
+    return f"{100 * report['margin']:g} points" if _ours(report) else f"{report['margin']:g}"
+
+
 def _summary_table(report: Mapping) -> list[str]:
     headroom = any(s["headroom"] for s in report["remedies"])
     level = _level(report)
     lines = [
-        "| remedy | label | verdicts | not healthy, 95 % CI | accuracy mean ± std | IQM "
+        "| remedy | label | verdicts | not healthy, 95 % CI | "
+        + ("accuracy" if _ours(report) else "metric")
+        + " mean ± std | IQM "
         f"| healthy runs: mean | vs none [{level} CI] | P(> none) | vs best [{level} CI] "
         "| max grad norm | clip fraction | skipped steps | rollbacks | collapses "
         "| max weight growth |" + (" highest healthy lr |" if headroom else ""),
         "|---" * (16 + headroom) + "|",
     ]
     for s in report["remedies"]:
-        every, healthy, grads = s["accuracy"]["all"], s["accuracy"]["healthy"], s["gradients"]
+        every, healthy, grads = s["metric"]["all"], s["metric"]["healthy"], s["gradients"]
         share = s["not_healthy"]
         counts = ", ".join(f"{v} {n}" for v, n in s["verdicts"].items() if n)
         if s["failed_to_run"]:
@@ -102,12 +127,16 @@ def _summary_table(report: Mapping) -> list[str]:
             if share is None
             else f"{_pct(share['estimate'], 0)} % "
             f"[{_pct(share['low'], 0)}, {_pct(share['high'], 0)}]",
-            "-" if every is None else f"{_pct(every['mean'])} ± {_pct(every['std'])}",
-            "-" if every is None else _pct(every["iqm"]),
-            "-" if healthy is None else f"{_pct(healthy['mean'])} ({healthy['runs']} runs)",
-            _signed(s["vs_none"]),
+            "-"
+            if every is None
+            else f"{_show(report, every['mean'])} ± {_show(report, every['std'])}",
+            "-" if every is None else _show(report, every["iqm"]),
+            "-"
+            if healthy is None
+            else f"{_show(report, healthy['mean'])} ({healthy['runs']} runs)",
+            _signed(s["vs_none"], report),
             "-" if s["vs_none"] is None else f"{s['vs_none']['probability_of_improvement']:.2f}",
-            _signed(s["vs_best"]),
+            _signed(s["vs_best"], report),
             _number(grads["max_grad_norm"]),
             _number(grads["clip_fraction"], "{:.2f}"),
             _number(grads["skipped_steps"], "{:.0f}"),
@@ -121,14 +150,15 @@ def _summary_table(report: Mapping) -> list[str]:
     return [*lines, ""]
 
 
-def _cell(run: Mapping | None) -> str:
-    return "" if run is None else f"{_pct(run['accuracy'])} {SHORT[run['verdict']]}"
+def _cell(run: Mapping | None, report: Mapping) -> str:
+    return "" if run is None else f"{_show(report, run['metric'])} {SHORT[run['verdict']]}"
 
 
 def _runs_table(report: Mapping) -> list[str]:
     seeds = report["seeds"]
+    what = "test accuracy %" if _ours(report) else f"`{report['metric']}`"
     lines = [
-        "## Runs (test accuracy %, verdict: H healthy, D diverged, E exploded, C collapsed, "
+        f"## Runs ({what}, verdict: H healthy, D diverged, E exploded, C collapsed, "
         "F failed to run)",
         "",
         "| remedy | overrides | " + " | ".join(f"s{s}" for s in seeds) + " |",
@@ -136,7 +166,7 @@ def _runs_table(report: Mapping) -> list[str]:
     ]
     for s in report["remedies"]:
         by_seed = {r["seed"]: r for r in s["runs"]}
-        cells = [_cell(by_seed.get(seed)) for seed in seeds]
+        cells = [_cell(by_seed.get(seed), report) for seed in seeds]
         lines.append(f"| `{s['name']}` | `{_overrides(s['params'])}` | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
@@ -160,6 +190,11 @@ def _notes(report: Mapping) -> list[str]:
         if s["headroom"]:
             rates = ", ".join(f"lr {k}: {v}" for k, v in s["headroom"]["healthy_runs"].items())
             lines.append(f"- `{s['name']}`, healthy runs per learning rate: {rates}.")
+    if report.get("gradient_plot") is False:
+        lines.append(
+            "- No gradient-norm plot: compare.yaml names no `gradients` file (a TSV of "
+            "`step` and `pre_clip_norm` per run)."
+        )
     if lines:
         lines = ["## Notes", "", *lines, ""]
     return lines
@@ -168,7 +203,8 @@ def _notes(report: Mapping) -> list[str]:
 def markdown(report: Mapping) -> str:
     """The report as markdown: the label rules, then the summary, runs and notes."""
     lines = _header(report) + _summary_table(report) + _runs_table(report) + _notes(report)
-    lines += [f"![{name}]({file})" for name, file in PLOTS.items()]
+    shown = [n for n in PLOTS if n != "grad_norms" or report.get("gradient_plot") is not False]
+    lines += [f"![{name}]({PLOTS[name]})" for name in shown]
     return "\n".join(lines) + "\n"
 
 
@@ -215,20 +251,19 @@ def plot_compare(
 def _draw_accuracy(plt, report, _norms):
     remedies = report["remedies"]
     fig, axis = plt.subplots(figsize=(1.0 + 0.9 * len(remedies), 3.8))
+    scale, what = (100, "Test accuracy") if _ours(report) else (1, report["metric"])
     for x, s in enumerate(remedies):
-        values = [100 * r["accuracy"] for r in s["runs"] if r["accuracy"] is not None]
+        values = [scale * r["metric"] for r in s["runs"] if r["metric"] is not None]
         axis.scatter([x - 0.12] * len(values), values, s=14, color="tab:blue", alpha=0.6)
-        interval = (s["accuracy"]["all"] or {}).get("interval")
+        interval = (s["metric"]["all"] or {}).get("interval")
         if interval:
-            mean = 100 * interval["estimate"]
-            error = [[mean - 100 * interval["low"]], [100 * interval["high"] - mean]]
+            mean = scale * interval["estimate"]
+            error = [[mean - scale * interval["low"]], [scale * interval["high"] - mean]]
             axis.errorbar(x + 0.12, mean, yerr=error, fmt="D", color="black", capsize=3)
     names = [f"{s['name']}\n{s['label']}" for s in remedies]
     axis.set_xticks(range(len(remedies)), names, fontsize=8)
-    axis.set_ylabel("test accuracy %")
-    axis.set_title(
-        f"Test accuracy: each seed (dots), mean and {_level(report)} Student-t CI", fontsize=9
-    )
+    axis.set_ylabel("test accuracy %" if _ours(report) else what)
+    axis.set_title(f"{what}: each seed (dots), mean and {_level(report)} Student-t CI", fontsize=9)
     axis.grid(alpha=0.3)
     fig.tight_layout()
     return fig

@@ -18,9 +18,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from gradguard.experiments.plan import Cell, Plan, matches
+from gradguard.experiments.plan import OURS, Cell, Plan, matches
 from gradguard.experiments.queue import Experiments, Found
-from gradguard.experiments.summary import RunResult
+from gradguard.experiments.summary import RunResult, outcome
 
 
 def say_now(line: str) -> None:
@@ -63,7 +63,7 @@ class Runner:
             if exp is not None and exp.state == "success" and not self._current(cell, exp):
                 self.experiments.discard(exp)  # compare.yaml or params.yaml changed since
                 exp = None
-            if exp is not None and exp.state == "success" and exp.metrics:
+            if exp is not None and exp.state == "success":
                 results[cell] = self._finished(cell, exp)
             elif exp is None or exp.state not in ("queued", "running"):
                 self._queue(cell, exp)
@@ -92,9 +92,9 @@ class Runner:
             exp = found.get(cell.experiment)
             if exp is None or (exp.state == "success" and not self._current(cell, exp)):
                 continue
-            if exp.state == "success" and exp.metrics:
+            if exp.state == "success":
                 results[cell] = self._finished(cell, exp)
-            elif exp.state in ("failed", "success"):
+            elif exp.state == "failed":
                 results[cell] = RunResult(cell, None, self.experiments.failure(exp))
         return results
 
@@ -103,11 +103,11 @@ class Runner:
 
     def _finished(self, cell: Cell, exp: Found) -> RunResult:
         self.revs[cell] = exp.rev
-        return RunResult(cell, exp.metrics)
+        return RunResult(cell, outcome(self.plan, exp.metrics or {}))
 
     def _queue(self, cell: Cell, exp: Found | None) -> None:
         """Queue a cell; one that failed gets one more try in this command, no more."""
-        if exp is not None:  # failed (or finished without metrics): its one retry
+        if exp is not None:  # failed: its one retry
             if cell.experiment in self.retried:
                 return
             self.retried.add(cell.experiment)
@@ -182,7 +182,7 @@ class Runner:
 
     def _settle(self, cell: Cell, exp: Found | None) -> RunResult | None:
         """The cell's result once it has one; None while it is queued, running or re-queued."""
-        if exp is not None and exp.state == "success" and exp.metrics:
+        if exp is not None and exp.state == "success":
             return self._finished(cell, exp)
         if exp is not None and exp.state in ("queued", "running"):
             self.missing.discard(cell.experiment)
@@ -200,7 +200,13 @@ class Runner:
 
     def _progress(self, results, total, cell, started, done_here, left) -> None:
         result = results[cell]
-        accuracy = "" if result.accuracy is None else f" {100 * result.accuracy:.1f} %"
+        value = result.metric
+        if value is None:
+            shown = ""
+        elif self.plan.metric == OURS:
+            shown = f" {100 * value:.1f} %"
+        else:
+            shown = f" {value:.4g}"
         rate = "" if cell.learning_rate is None else f" lr {cell.learning_rate:g}"
         eta = ""
         if left:
@@ -208,5 +214,5 @@ class Runner:
             eta = f" · about {max(1, round(minutes))} min left"
         self.say(
             f"{self.label}: {len(results)}/{total} done · {cell.remedy}{rate} s{cell.seed} "
-            f"{result.verdict}{accuracy}{eta}"
+            f"{result.verdict}{shown}{eta}"
         )

@@ -1,10 +1,11 @@
 """The compare report: every remedy over paired seeds, with intervals and a label each.
 
-Input is one `RunResult` per (remedy, seed[, learning rate]) with the run's
-`metrics/eval.json`; output is a JSON-ready mapping (`summarize`) and its
-markdown (`markdown`). The labels follow `RULES`, stated in the report before
-its table. All intervals come from `gradguard.evaluation.stats` (scipy's Student-t
-interval; Clopper-Pearson for shares), so the same runs give the same bytes.
+Input is one `RunResult` per (remedy, seed[, learning rate]) with what the run gave
+back (`outcome`: its metric and verdict, read where compare.yaml says); output is a
+JSON-ready mapping (`summarize`), which `report` turns into markdown and plots. The
+labels follow `RULES`, stated in the report before its table. All intervals come from
+`gradguard.evaluation.stats` (scipy's Student-t interval; Clopper-Pearson for shares),
+so the same runs give the same bytes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gradguard.evaluation import stats
-from gradguard.experiments.plan import Cell, Plan
+from gradguard.experiments.plan import OURS, Cell, Plan, dig, split_key
 from gradguard.io import strict
 
 VERDICTS = ("healthy", "diverged", "exploded", "collapsed")
@@ -49,7 +50,7 @@ class RunResult:
     """One finished (or failed) run of a compare."""
 
     cell: Cell
-    metrics: Mapping[str, Any] | None  # its metrics/eval.json; None: it failed to run
+    metrics: Mapping[str, Any] | None  # `outcome`'s mapping; None: it failed to run
     error: str = ""  # why it failed to run
 
     @property
@@ -57,9 +58,38 @@ class RunResult:
         return FAILED_TO_RUN if self.metrics is None else str(self.metrics.get("verdict"))
 
     @property
-    def accuracy(self) -> float | None:
-        value = None if self.metrics is None else self.metrics.get("accuracy")
-        return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+    def metric(self) -> float | None:
+        """The compared number (a report written before `metric` existed: its `accuracy`)."""
+        value = None if self.metrics is None else self.metrics.get("metric")
+        if value is None and self.metrics is not None:
+            value = self.metrics.get("accuracy")
+        return _finite(value)
+
+
+def _finite(value: Any) -> float | None:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if number and math.isfinite(value) else None
+
+
+def outcome(plan: Plan, files: Mapping[str, Any]) -> dict:
+    """What a finished run gave back, from its metrics files (path -> parsed JSON).
+
+    `metric`: the number at `plan.metric`, None when missing or not finite. `verdict`:
+    the one at `plan.verdict` when it is one of `VERDICTS`; else, and always when the
+    metric is missing, `healthy` for a finite metric and `diverged` without one. The
+    metric file's own top-level keys come along (gradguard's eval.json holds the
+    gradient statistics the report shows); `files` keeps everything read.
+    """
+    file, key = split_key(plan.metric)
+    metric = _finite(dig(files.get(file), key))
+    verdict = None
+    if plan.verdict:
+        verdict_file, verdict_key = split_key(plan.verdict)
+        verdict = dig(files.get(verdict_file), verdict_key)
+    if verdict not in VERDICTS or (metric is None and verdict == "healthy"):
+        verdict = "healthy" if metric is not None else "diverged"
+    own = dict(files[file]) if isinstance(files.get(file), Mapping) else {}
+    return {**own, "metric": metric, "verdict": verdict, "files": dict(files)}
 
 
 def _round(value: float | None, digits: int = 6) -> float | None:
@@ -87,11 +117,6 @@ def _spread(values: Sequence[float], confidence: float) -> dict | None:
             else None
         ),
     }
-
-
-def _accuracies(runs: Sequence[RunResult]) -> dict[int, float]:
-    """seed -> test accuracy of each finished run (a diverged run's kept checkpoint counts)."""
-    return {r.cell.seed: r.accuracy for r in runs if r.accuracy is not None}
 
 
 def _paired(
@@ -130,30 +155,30 @@ def _summary(plan: Plan, results: Sequence[RunResult], name: str, confidence: fl
     finished = [r for r in runs if r.metrics is not None]
     counts = collections.Counter(r.verdict for r in finished)
     failures = len(finished) - counts["healthy"]
-    accuracy = [r.accuracy for r in finished if r.accuracy is not None]
-    healthy = [r.accuracy for r in finished if r.verdict == "healthy" and r.accuracy is not None]
+    values = [r.metric for r in finished if r.metric is not None]
+    healthy = [r.metric for r in finished if r.verdict == "healthy" and r.metric is not None]
+    spread = {"all": _spread(values, confidence), "healthy": _spread(healthy, confidence)}
     return {
         "name": name,
         "params": plan.remedies[name],
-        "runs": [_run_row(r) for r in runs],
+        "runs": [_run_row(r, plan.metric == OURS) for r in runs],
         "verdicts": {v: counts[v] for v in VERDICTS},
         "failed_to_run": [r.cell.seed for r in runs if r.metrics is None],
         "not_healthy": (
             _interval(stats.failure_share(failures, len(finished))) if finished else None
         ),
-        "accuracy": {
-            "all": _spread(accuracy, confidence),
-            "healthy": _spread(healthy, confidence),
-        },
+        "metric": spread,
+        **({"accuracy": spread} if plan.metric == OURS else {}),  # the old name, as an alias
         "gradients": _gradients(finished),
     }
 
 
-def _run_row(run: RunResult) -> dict:
+def _run_row(run: RunResult, ours: bool) -> dict:
     row = {
         "seed": run.cell.seed,
         "experiment": run.cell.experiment,
-        "accuracy": _round(run.accuracy),
+        "metric": _round(run.metric),
+        **({"accuracy": _round(run.metric)} if ours else {}),  # the old name, as an alias
         "verdict": run.verdict,
     }
     if run.metrics is None:
@@ -168,13 +193,13 @@ def _all_healthy(summary: Mapping) -> bool:
     return len(runs) >= 2 and all(r["verdict"] == "healthy" for r in runs)
 
 
-def _best(summaries: Sequence[Mapping]) -> Mapping | None:
+def _best(summaries: Sequence[Mapping], sign: float) -> Mapping | None:
     candidates = [s for s in summaries if _all_healthy(s)]
-    return max(candidates, key=lambda s: s["accuracy"]["all"]["mean"], default=None)
+    return max(candidates, key=lambda s: sign * s["metric"]["all"]["mean"], default=None)
 
 
 def _label(
-    summary: Mapping, best: Mapping | None, margin: float, confidence: float
+    summary: Mapping, best: Mapping | None, margin: float, confidence: float, sign: float
 ) -> tuple[str, dict | None]:
     """The label, and against the best: the paired difference and seeds that would decide."""
     finished = [r for r in summary["runs"] if r["verdict"] != FAILED_TO_RUN]
@@ -184,7 +209,7 @@ def _label(
         return "inconclusive", None
     if summary is best:
         return "recommended", {"estimate": 0.0, "low": 0.0, "high": 0.0, "seeds": len(finished)}
-    mine, theirs = _seed_accuracy(summary), _seed_accuracy(best)
+    mine, theirs = _seed_values(summary, sign), _seed_values(best, sign)
     seeds = sorted(set(mine) & set(theirs))
     if len(seeds) < 2:
         return "inconclusive", None
@@ -199,14 +224,18 @@ def _label(
     return "inconclusive", {**against, "seeds_to_decide": decision.seeds_to_decide}
 
 
-def _seed_accuracy(summary: Mapping) -> dict[int, float]:
-    return {r["seed"]: r["accuracy"] for r in summary["runs"] if r["accuracy"] is not None}
+def _seed_values(summary: Mapping, sign: float) -> dict[int, float]:
+    """seed -> the run's metric, signed so that more is better (a diverged run's kept
+    checkpoint counts)."""
+    return {r["seed"]: sign * r["metric"] for r in summary["runs"] if r["metric"] is not None}
 
 
-def _versus_none(summary: Mapping, none: Mapping | None, confidence: float) -> dict | None:
+def _versus_none(
+    summary: Mapping, none: Mapping | None, confidence: float, sign: float
+) -> dict | None:
     if none is None or summary is none:
         return None
-    mine, theirs = _seed_accuracy(summary), _seed_accuracy(none)
+    mine, theirs = _seed_values(summary, sign), _seed_values(none, sign)
     paired = _paired(mine, theirs, confidence)
     if paired is None:
         return None
@@ -251,12 +280,13 @@ def summarize(
         base: how the base params are described (a preset's name, or the file).
         confidence: every interval's level (`stats.look_confidence` under --until-decided).
     """
+    sign = 1.0 if plan.higher_is_better else -1.0
     summaries = [_summary(plan, results, name, confidence) for name in plan.remedies]
-    best = _best(summaries)
+    best = _best(summaries, sign)
     none = next((s for s in summaries if s["name"] == "none"), None)
     for summary in summaries:
-        summary["label"], summary["vs_best"] = _label(summary, best, plan.margin, confidence)
-        summary["vs_none"] = _versus_none(summary, none, confidence)
+        summary["label"], summary["vs_best"] = _label(summary, best, plan.margin, confidence, sign)
+        summary["vs_none"] = _versus_none(summary, none, confidence, sign)
         summary["headroom"] = _headroom(plan, results, summary["name"])
     return {
         "base": base,
@@ -266,9 +296,37 @@ def summarize(
         "margin": plan.margin,
         "confidence": confidence,
         "best": best["name"] if best else None,
-        "rules": list(RULES),
+        **_reading(plan),
+        "rules": _rules(plan),
         "remedies": summaries,
     }
+
+
+def _reading(plan: Plan) -> dict:
+    """What the runs were read by: left out for gradguard's own (the report as before)."""
+    if (plan.metric, plan.higher_is_better, plan.seed_param) == (OURS, True, "seed"):
+        return {}
+    return {
+        "metric": plan.metric,
+        "higher_is_better": plan.higher_is_better,
+        "seed_param": plan.seed_param,
+    }
+
+
+def _rules(plan: Plan) -> list[str]:
+    """`RULES`, about the plan's metric (differences signed so that more is better)."""
+    if plan.metric == OURS and plan.higher_is_better:
+        return list(RULES)
+    name = f"`{plan.metric}`" + ("" if plan.higher_is_better else " (lower is better)")
+    text = [rule.replace("test accuracy", name) for rule in RULES]
+    if not plan.higher_is_better:
+        text = [
+            rule.replace("highest", "lowest").replace(
+                "per-seed differences", "per-seed differences, signed so that more is better,"
+            )
+            for rule in text
+        ]
+    return text
 
 
 def rebuild(report: Mapping[str, Any], confidence: float | None = None) -> dict:
@@ -291,6 +349,9 @@ def rebuild(report: Mapping[str, Any], confidence: float | None = None) -> dict:
         seeds=tuple(report["seeds"]),
         margin=float(report["margin"]),
         base=base if report["base_overrides"] else None,
+        metric=report.get("metric", OURS),
+        higher_is_better=report.get("higher_is_better", True),
+        seed_param=report.get("seed_param", "seed"),
     )
     results = []
     for summary in report["remedies"]:
@@ -305,4 +366,6 @@ def rebuild(report: Mapping[str, Any], confidence: float | None = None) -> dict:
     rebuilt = summarize(plan, results, base, level)
     for new, old in zip(rebuilt["remedies"], report["remedies"], strict=True):
         new["headroom"] = old["headroom"]
+    if "gradient_plot" in report:
+        rebuilt["gradient_plot"] = report["gradient_plot"]
     return rebuilt
