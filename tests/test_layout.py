@@ -26,7 +26,7 @@ SOURCES = {"gradguard": ROOT / "src" / "gradguard", "stages": ROOT / "stages"}
 
 # Layers, lowest first: a module imports from its own layer or lower ones only.
 LAYERS = [
-    ("errors", "settings", "io", "params"),
+    ("errors", "settings", "io", "params", "verdict"),
     ("functional",),
     ("guard", "loss_scale", "_tf_distribute"),
     ("data",),
@@ -34,7 +34,13 @@ LAYERS = [
     ("evaluation",),
     ("experiments",),
 ]
-NO_FRAMEWORK = ("gradguard.errors", "gradguard.settings", "gradguard.io", "gradguard.params")
+NO_FRAMEWORK = (
+    "gradguard.errors",
+    "gradguard.settings",
+    "gradguard.io",
+    "gradguard.params",
+    "gradguard.verdict",
+)
 FRAMEWORKS = ("keras", "tensorflow", "jax", "torch")
 MAX_FUNCTION_LINES = 60  # lines of code: no blank lines, comments or docstrings
 MAX_STAGE_LINES = 80

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from gradguard.evaluation.verdict import VerdictRules, run_verdict
+from gradguard.verdict import VerdictRules, run_verdict
 
 TEN_CLASSES = [0.1] * 10  # chance 0.1: collapsed below 0.1 + 0.1 * 0.9 = 0.19
 RULES = VerdictRules()

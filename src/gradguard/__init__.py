@@ -59,9 +59,11 @@ _EXPORTS = {
     "broadcast_folder": "gradguard.training.multihost",
     "check_agreement": "gradguard.training.multihost",
     "start_local_cluster": "gradguard.training.local",
+    "RunRecord": "gradguard.training.outcome",
+    "write_verdict": "gradguard.training.outcome",
     # evaluation
-    "run_verdict": "gradguard.evaluation.verdict",
-    "VerdictRules": "gradguard.evaluation.verdict",
+    "run_verdict": "gradguard.verdict",
+    "VerdictRules": "gradguard.verdict",
 }
 
 __all__ = sorted(_EXPORTS)

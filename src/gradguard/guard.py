@@ -111,6 +111,27 @@ class GradientGuard(keras.optimizers.Optimizer):
         self.config = config
         self.inner_optimizer = inner_optimizer
 
+    @classmethod
+    def from_params(cls, mapping, inner_optimizer, name=None) -> GradientGuard:
+        """A guard from a plain mapping with the pipeline's keys (`clip_mode`, `clip_norm`,
+        `clip_value`, `agc_lambda`, `autoclip_*`, `zscore_*`, `skip_nonfinite`,
+        `max_consecutive_skips`), e.g. a section of a project's own params.yaml; missing
+        keys take params.yaml's defaults.
+
+        Raises:
+            gradguard.ParamsError: one line naming the key, its value and what is
+                allowed, as `dvc repro` would say it (an unknown key is named too).
+        """
+        from gradguard.errors import ParamsError
+        from gradguard.params import GUARD_KEYS, parse_params
+
+        known = ("clip_mode", *GUARD_KEYS)
+        for key in mapping:
+            if key not in known:
+                raise ParamsError(f"{key}={mapping[key]!r} is invalid; expected one of {known}")
+        settings = parse_params(dict(mapping)).guard_settings()
+        return cls(inner_optimizer, name=name, **settings)
+
     @property
     def mode(self) -> str:
         """The clipping mode in force ("auto" resolved)."""

@@ -229,6 +229,23 @@ class EvaluateParams:
         _fraction("evaluate.collapse_margin", self.collapse_margin)
 
 
+# The params keys a `GradientGuard` takes as they are (its clipping and skipping settings):
+# `GradientGuard.from_params` reads them from any mapping, the pipeline from params.yaml.
+GUARD_KEYS = (
+    "clip_norm",
+    "clip_value",
+    "agc_lambda",
+    "autoclip_percentile",
+    "autoclip_window",
+    "zscore_threshold",
+    "zscore_alpha",
+    "zscore_warmup",
+    "zscore_max_norm",
+    "skip_nonfinite",
+    "max_consecutive_skips",
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class Params:
     seed: int = 42  # seeds the split, augmentation, initialisation and shuffling
@@ -251,6 +268,11 @@ class Params:
     model: ModelParams = dataclasses.field(default_factory=ModelParams)
     train: TrainParams = dataclasses.field(default_factory=TrainParams)
     evaluate: EvaluateParams = dataclasses.field(default_factory=EvaluateParams)
+
+    def guard_settings(self) -> dict[str, Any]:
+        """The `GradientGuard` keyword arguments these params set: its mode ("auto"
+        resolved) and every `GUARD_KEYS` value."""
+        return {"mode": self.resolved_clip_mode, **{k: getattr(self, k) for k in GUARD_KEYS}}
 
     @property
     def resolved_clip_mode(self) -> str:

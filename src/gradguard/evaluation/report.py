@@ -18,10 +18,10 @@ from gradguard.data import shards
 from gradguard.errors import DataError
 from gradguard.evaluation.curves import plot_training_curves, read_curves
 from gradguard.evaluation.scores import baseline_accuracy, classification_metrics, confusion_rows
-from gradguard.evaluation.verdict import VerdictRules, run_verdict
 from gradguard.io import write_json
 from gradguard.params import Params
 from gradguard.training.live import LiveFolder
+from gradguard.verdict import VerdictRules, run_verdict
 
 # From train's run summary into the experiment's summary, after the verdict.
 # Few, so that `dvc exp show --only-changed` at 160 columns still reaches the params; the rest
