@@ -18,6 +18,6 @@ os.environ.setdefault("ONEDNN_MAX_CPU_ISA", "AVX2")
 # While `python -m` locates a module, sys.argv[0] is "-m": a stage run from dvc.yaml,
 # not an import by the tests, gets the start-up lines filtered (see native_log).
 if sys.argv[:1] == ["-m"]:
-    from stages import native_log
+    from gradguard import native_log
 
     native_log.install()

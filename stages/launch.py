@@ -10,10 +10,9 @@ that every host can reach on host A,
     python -m stages.launch --coordinator hostA:12355 --processes 2 --process 0 -- dvc repro
     python -m stages.launch --coordinator hostA:12355 --processes 2 --process 1
 
-Process 0 runs the pipeline (default command: `dvc repro`) and writes every output;
-the others run only the train stage's command from dvc.yaml (their default), on
-data they hold themselves (`dvc pull`, or `dvc repro augment`, which gives the same
-bytes), and write nothing to the workspace.
+Process 0 runs the pipeline (default: `dvc repro`) and writes every output; the others
+run only the train stage's command (their default), on data they hold themselves (`dvc
+pull`, or `dvc repro augment`: the same bytes), and write nothing to the workspace.
 """
 
 from __future__ import annotations
@@ -27,8 +26,7 @@ from pathlib import Path
 import yaml
 
 from gradguard.errors import ClusterError
-from gradguard.training.local import LOCAL_WORKERS
-from gradguard.training.multihost import ENV, cluster_from_env
+from gradguard.training.local import cluster_environment
 
 
 def train_command(dvc_yaml: str | os.PathLike = "dvc.yaml") -> list[str]:
@@ -44,17 +42,9 @@ def train_command(dvc_yaml: str | os.PathLike = "dvc.yaml") -> list[str]:
 
 def environment(args, environ=os.environ) -> dict[str, str]:
     """`environ` with the cluster that `args` describe (and no other one)."""
-    env = {k: v for k, v in environ.items() if k not in (*ENV, LOCAL_WORKERS)}
-    if args.workers is not None:
-        if args.workers < 1:
-            raise ClusterError(f"--workers {args.workers}: expected a process count >= 1")
-        env[LOCAL_WORKERS] = str(args.workers)
-        return env
-    if args.processes is None or args.process is None:
-        raise ClusterError("--coordinator needs --processes (in all) and --process (this one's id)")
-    cluster = {ENV[0]: args.coordinator, ENV[1]: str(args.processes), ENV[2]: str(args.process)}
-    cluster_from_env(cluster)  # checks it, one line if wrong
-    return env | cluster
+    return cluster_environment(
+        args.workers, args.coordinator, args.processes, args.process, environ
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,10 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     except ClusterError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if "stages.native_log" in sys.modules:  # its filter thread would not survive the exec
-        from stages import native_log
-
-        native_log.uninstall()
+    if "gradguard.native_log" in sys.modules:  # its filter thread would not survive the exec
+        sys.modules["gradguard.native_log"].uninstall()
     os.execvpe(command[0], command, env)
 
 

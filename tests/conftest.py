@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import yaml
 
-from stages import native_log
+from gradguard import native_log
 
-# TensorFlow's start-up lines (native code, see stages/native_log.py) stay out of the output.
+# TensorFlow's start-up lines (native code, see gradguard/native_log.py) stay out of the output.
 with native_log.filtered():
     import keras
 

@@ -26,7 +26,7 @@ SOURCES = {"gradguard": ROOT / "src" / "gradguard", "stages": ROOT / "stages"}
 
 # Layers, lowest first: a module imports from its own layer or lower ones only.
 LAYERS = [
-    ("errors", "settings", "io", "params", "verdict"),
+    ("errors", "settings", "io", "params", "verdict", "native_log"),
     ("functional",),
     ("guard", "loss_scale", "_tf_distribute"),
     ("data",),
@@ -40,6 +40,7 @@ NO_FRAMEWORK = (
     "gradguard.io",
     "gradguard.params",
     "gradguard.verdict",
+    "gradguard.native_log",
 )
 FRAMEWORKS = ("keras", "tensorflow", "jax", "torch")
 MAX_FUNCTION_LINES = 60  # lines of code: no blank lines, comments or docstrings
@@ -251,9 +252,9 @@ def test_no_function_is_longer_than_sixty_lines_of_code():
     assert long == []
 
 
-@pytest.mark.parametrize("name", sorted(stages()))
-def test_pipeline_stages_are_thin(name):
-    path = module_path(stage_module(stages()[name]))
+@pytest.mark.parametrize("path", sorted(SOURCES["stages"].glob("*.py")), ids=lambda p: p.name)
+def test_every_module_in_stages_is_thin(path):
+    # The stages dvc.yaml names and the thin command lines beside them (compare, gate, launch).
     assert len(path.read_text().splitlines()) <= MAX_STAGE_LINES
 
 

@@ -84,5 +84,5 @@ def test_a_run_that_goes_non_finite_is_diverged_and_a_dvclive_summary_gets_it(tm
 def test_run_record_needs_a_guard():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4)])
     model.compile(optimizer="sgd", loss="mse")
-    with pytest.raises(ValueError, match="needs a model compiled with a gradguard.GradientGuard"):
+    with pytest.raises(ValueError, match=r"needs a model compiled with a gradguard\.GradientGuard"):
         model.fit(np.zeros((4, 4)), np.zeros((4, 4)), verbose=0, callbacks=[RunRecord()])

@@ -77,8 +77,9 @@ def outcome(plan: Plan, files: Mapping[str, Any]) -> dict:
     `metric`: the number at `plan.metric`, None when missing or not finite. `verdict`:
     the one at `plan.verdict` when it is one of `VERDICTS`; else, and always when the
     metric is missing, `healthy` for a finite metric and `diverged` without one. The
-    metric file's own top-level keys come along (gradguard's eval.json holds the
-    gradient statistics the report shows); `files` keeps everything read.
+    files' own top-level keys come along, the metric file's last (gradguard's eval.json
+    and `write_verdict`'s file hold the gradient statistics the report shows); `files`
+    keeps everything read.
     """
     file, key = split_key(plan.metric)
     metric = _finite(dig(files.get(file), key))
@@ -88,7 +89,10 @@ def outcome(plan: Plan, files: Mapping[str, Any]) -> dict:
         verdict = dig(files.get(verdict_file), verdict_key)
     if verdict not in VERDICTS or (metric is None and verdict == "healthy"):
         verdict = "healthy" if metric is not None else "diverged"
-    own = dict(files[file]) if isinstance(files.get(file), Mapping) else {}
+    own: dict = {}
+    for name in sorted(files, key=lambda name: name == file):  # the metric file's win
+        if isinstance(files[name], Mapping):
+            own.update(files[name])
     return {**own, "metric": metric, "verdict": verdict, "files": dict(files)}
 
 

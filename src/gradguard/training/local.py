@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gradguard.errors import ClusterError
-from gradguard.training.multihost import ENV, Cluster
+from gradguard.training.multihost import ENV, Cluster, cluster_from_env
 
 # Set by `python -m stages.launch --workers N`: this host runs N processes of the stage.
 LOCAL_WORKERS = "GRADGUARD_LOCAL_WORKERS"
@@ -181,3 +181,26 @@ def supervise(command: Sequence[str], processes: int, resume_dir: str | os.PathL
             f"train: process {process} of {processes} ended ({cause}) and {resume}"
             + (f". Its last lines:\n{tail}" if tail else "")
         )
+
+
+def cluster_environment(
+    workers: int | None,
+    coordinator: str | None,
+    processes: int | None,
+    process: int | None,
+    environ=os.environ,
+) -> dict[str, str]:
+    """`environ` with one cluster and no other: `workers` local processes, or process
+    `process` of `processes` with process 0 at `coordinator` (host:port); ClusterError,
+    one line, for a bad one (`stages.launch`)."""
+    env = {k: v for k, v in environ.items() if k not in (*ENV, LOCAL_WORKERS)}
+    if workers is not None:
+        if workers < 1:
+            raise ClusterError(f"--workers {workers}: expected a process count >= 1")
+        env[LOCAL_WORKERS] = str(workers)
+        return env
+    if processes is None or process is None:
+        raise ClusterError("--coordinator needs --processes (in all) and --process (this one's id)")
+    cluster = {ENV[0]: coordinator, ENV[1]: str(processes), ENV[2]: str(process)}
+    cluster_from_env(cluster)  # checks it, one line if wrong
+    return env | cluster
