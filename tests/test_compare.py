@@ -26,8 +26,9 @@ from gradguard.experiments.plan import (
 )
 from gradguard.experiments.queue import DvcError, Found, dvc, set_value
 from gradguard.experiments.report import markdown, plot_compare
+from gradguard.experiments.results import RunResult, outcome
 from gradguard.experiments.runner import Runner
-from gradguard.experiments.summary import RunResult, outcome, summarize
+from gradguard.experiments.summary import summarize
 from stages import compare
 
 ROOT = Path(__file__).resolve().parents[1]

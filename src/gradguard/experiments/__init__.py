@@ -1,9 +1,10 @@
 """Experiments: many runs of a DVC project, driven through DVC's own queue.
 
-`queue` finds, queues, starts and reads DVC experiments; `runner` keeps a grid of them
-going to the end; `plan` is a compare's grid (compare.yaml); `compare` and `gate` are the
-two flows, config -> plan -> queue -> results -> `summary` (statistics) -> `report`;
-`cli` is the `gradguard` command. DVC is imported only inside the functions that call
+One way through: compare.yaml -> `plan` (the grid) -> `queue` (finds, queues, starts and
+reads DVC experiments) -> `runner` (keeps the grid going to the end) -> `results` (what
+each run gave back) -> `summary` (the statistics over seeds) -> `report` (markdown,
+plots). `compare` and `gate` are the two flows that string them together; `cli` is the
+`gradguard` command. DVC is imported only inside the functions that call
 it, so importing this package needs neither DVC nor Keras.
 
 Imports nothing by itself.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gradguard.experiments.summary import FAILED_TO_RUN, VERDICTS
+from gradguard.experiments.results import FAILED_TO_RUN, VERDICTS
 from gradguard.io import atomic_path
 
 PLOTS = {

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 from gradguard.experiments.plan import OURS, Cell, Plan, matches
 from gradguard.experiments.queue import Experiments, Found
-from gradguard.experiments.summary import RunResult, outcome
+from gradguard.experiments.results import RunResult, outcome
 
 
 def say_now(line: str) -> None:

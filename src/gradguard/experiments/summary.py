@@ -11,18 +11,16 @@ so the same runs give the same bytes.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import math
 import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gradguard.evaluation import stats
-from gradguard.experiments.plan import OURS, Cell, Plan, dig, split_key
+from gradguard.experiments.plan import OURS, Cell, Plan
+from gradguard.experiments.results import FAILED_TO_RUN, VERDICTS, RunResult
 from gradguard.io import strict
 
-VERDICTS = ("healthy", "diverged", "exploded", "collapsed")
-FAILED_TO_RUN = "failed to run"  # a queue or infrastructure failure: not a verdict
 LABELS = ("recommended", "acceptable", "unsafe", "inconclusive")
 GRADIENT_KEYS = ("max_grad_norm", "clip_fraction", "skipped_steps", "rollbacks")
 # From each run's training summary (when its DVC cache has it): the worst run's, per remedy.
@@ -43,57 +41,6 @@ RULES = (
     "- `inconclusive`: low < -m <= high, the interval straddles the margin (or fewer than 2 "
     "paired seeds); the report says about how many seeds would decide it.",
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class RunResult:
-    """One finished (or failed) run of a compare."""
-
-    cell: Cell
-    metrics: Mapping[str, Any] | None  # `outcome`'s mapping; None: it failed to run
-    error: str = ""  # why it failed to run
-
-    @property
-    def verdict(self) -> str:
-        return FAILED_TO_RUN if self.metrics is None else str(self.metrics.get("verdict"))
-
-    @property
-    def metric(self) -> float | None:
-        """The compared number (a report written before `metric` existed: its `accuracy`)."""
-        value = None if self.metrics is None else self.metrics.get("metric")
-        if value is None and self.metrics is not None:
-            value = self.metrics.get("accuracy")
-        return _finite(value)
-
-
-def _finite(value: Any) -> float | None:
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    return float(value) if number and math.isfinite(value) else None
-
-
-def outcome(plan: Plan, files: Mapping[str, Any]) -> dict:
-    """What a finished run gave back, from its metrics files (path -> parsed JSON).
-
-    `metric`: the number at `plan.metric`, None when missing or not finite. `verdict`:
-    the one at `plan.verdict` when it is one of `VERDICTS`; else, and always when the
-    metric is missing, `healthy` for a finite metric and `diverged` without one. The
-    files' own top-level keys come along, the metric file's last (gradguard's eval.json
-    and `write_verdict`'s file hold the gradient statistics the report shows); `files`
-    keeps everything read.
-    """
-    file, key = split_key(plan.metric)
-    metric = _finite(dig(files.get(file), key))
-    verdict = None
-    if plan.verdict:
-        verdict_file, verdict_key = split_key(plan.verdict)
-        verdict = dig(files.get(verdict_file), verdict_key)
-    if verdict not in VERDICTS or (metric is None and verdict == "healthy"):
-        verdict = "healthy" if metric is not None else "diverged"
-    own: dict = {}
-    for name in sorted(files, key=lambda name: name == file):  # the metric file's win
-        if isinstance(files[name], Mapping):
-            own.update(files[name])
-    return {**own, "metric": metric, "verdict": verdict, "files": dict(files)}
 
 
 def _round(value: float | None, digits: int = 6) -> float | None:
