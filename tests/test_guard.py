@@ -494,9 +494,9 @@ def test_agc_in_a_compiled_model_takes_each_layers_own_units():
     # (2, 3, 4)), Conv1D (2, 4, 3), Dense (3, 2). One SGD(1) step of random gradients
     # against numpy's per-unit clipping with the axes written out here, independently.
     inputs = keras.Input((5, 4))
-    hidden = keras.layers.MultiHeadAttention(num_heads=2, key_dim=3)(inputs, inputs)
-    hidden = keras.layers.Conv1D(3, 2)(hidden)
-    outputs = keras.layers.Dense(2)(keras.layers.GlobalAveragePooling1D()(hidden))
+    attention = keras.layers.MultiHeadAttention(num_heads=2, key_dim=3, name="attention")
+    hidden = keras.layers.Conv1D(3, 2, name="conv")(attention(inputs, inputs))
+    outputs = keras.layers.Dense(2, name="head")(keras.layers.GlobalAveragePooling1D()(hidden))
     model = keras.Model(inputs, outputs)
     guard = GradientGuard(keras.optimizers.SGD(1.0), mode="agc", agc_exclude_last=False)
     model.compile(optimizer=guard, loss="mse")
@@ -507,15 +507,16 @@ def test_agc_in_a_compiled_model_takes_each_layers_own_units():
         "key/kernel": (0,),
         "value/kernel": (0,),
         "attention_output/kernel": (0, 1),
-        "conv1d/kernel": (0, 1),
-        "dense/kernel": (0,),
+        "conv/kernel": (0, 1),
+        "head/kernel": (0,),
     }
     rng = np.random.default_rng(0)
     before = [v.numpy() for v in variables]
     grads = [rng.normal(size=w.shape).astype("float32") for w in before]
     apply(guard, grads, variables)
     for var, weight, grad in zip(variables, before, grads, strict=True):
-        axes = next((a for k, a in fan_in.items() if var.path.endswith(k)), None)
+        axes = next((a for k, a in fan_in.items() if var.path.endswith("/" + k)), None)
+        axes = axes or next((a for k, a in fan_in.items() if var.path == k), None)
         w_norm = np.sqrt(np.sum(weight**2, axis=axes, keepdims=True))
         g_norm = np.sqrt(np.sum(grad**2, axis=axes, keepdims=True))
         bound = 0.01 * np.maximum(w_norm, 1e-3)
