@@ -54,7 +54,7 @@ def test_unknown_initialiser_is_refused():
 def test_the_seed_articles_network_from_params_alone():
     # Conv2D 32 -> GlobalAveragePooling2D -> Dense 64 -> Dense 10 on 28x28x1:
     # conv 3*3*1*32 + 32 = 320; dense 32*64 + 64 = 2112; classifier 64*10 + 10 = 650.
-    params = ModelParams(filters=(32,), pooling="none", head="global_avg", dense=64)
+    params = ModelParams(filters=(32,), pooling="none", head="global_avg", dense=64, dropout=0.0)
     model = build_cnn((28, 28, 1), 10, params)
     assert model.count_params() == 320 + 2112 + 650
     assert [type(layer).__name__ for layer in model.layers] == [

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import pytest
+import yaml
 
 from gradguard.errors import ParamsError
 from gradguard.params import Params, load_params, parse_params
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_defaults_are_valid_and_clip_mode_resolves_from_bounds():
@@ -117,3 +123,24 @@ def test_params_are_frozen():
     params = parse_params({})
     with pytest.raises(AttributeError):
         params.seed = 3
+
+
+def _leaves(obj, raw, prefix=""):
+    """(dotted key, dataclass default, params.yaml value) for every leaf of the schema."""
+    for field in dataclasses.fields(obj):
+        value, key = getattr(obj, field.name), prefix + field.name
+        if dataclasses.is_dataclass(value):
+            yield from _leaves(value, raw.get(field.name, {}), key + ".")
+        else:
+            yield key, value, raw.get(field.name, "<missing>")
+
+
+def test_the_schemas_defaults_are_the_committed_params_yaml():
+    # One fact, one value: a key left out of a params mapping gets what params.yaml says.
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    differ = [
+        (key, default, committed)
+        for key, default, committed in _leaves(Params(), raw)
+        if committed != (list(default) if isinstance(default, tuple) else default)
+    ]
+    assert differ == []

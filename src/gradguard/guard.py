@@ -3,7 +3,7 @@
 It follows Keras's `LossScaleOptimizer` recipe: a `keras.optimizers.Optimizer`
 that owns a few variables of its own, builds and drives an inner optimizer, and
 serialises that inner optimizer in `get_config`. The math of a step lives in
-`gradguard.guard_step`, as pure functions of the settings and the state.
+`gradguard.functional.step.guard_step`, as pure functions of the settings and the state.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ every step. `GuardedLossScaleOptimizer` decides from all replicas together
 scale and the skip follow the one-device run. On one device, and on JAX, where
 the gradient is already the global one, it is Keras's optimizer unchanged.
 
-`gradguard.models.build_optimizer` wraps the guard in it when
+`gradguard.training.models.build_optimizer` wraps the guard in it when
 `train.mixed_precision` is set; Keras's `compile` then leaves it as it is.
 """
 

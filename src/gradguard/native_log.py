@@ -26,7 +26,7 @@ _NOISE = [
     # A tf.data graph attribute newer than its op registry: TF's own, harmless (tensorflow#79229).
     rb"^E\d{4} .*node_def_util\.cc.*use_unbounded_threadpool",
     # Gloo's report of a complete cluster (multi-host training on CPU). Gloo writes it to
-    # standard output, which gradguard.multihost points at standard error meanwhile.
+    # standard output, which gradguard.training.multihost points at standard error meanwhile.
     rb"^\[Gloo\] Rank \d+ is connected to (\d+) peer ranks\. Expected number of connected "
     rb"peer ranks is : \1$",
 ]

@@ -85,7 +85,7 @@ class DataParams:
 
 @dataclasses.dataclass(frozen=True)
 class AugmentParams:
-    copies: int = 1  # augmented copies added per training image; 0 passes it through
+    copies: int = 2  # augmented copies added per training image; 0 passes it through
     rotation: float = 10.0  # maximum rotation, degrees
     shift: float = 0.1  # maximum shift, fraction of the image side
     zoom: float = 0.1  # maximum zoom in or out, fraction
@@ -105,10 +105,10 @@ class ModelParams:
     kernel_size: int = 3  # square convolution kernel side
     pooling: Literal["max", "none"] = "max"  # 2x2 pooling after each conv block
     head: Literal["flatten", "global_avg"] = "flatten"  # how conv maps reach the dense layer
-    dense: int = 64  # width of the hidden dense layer; 0 = none
+    dense: int = 128  # width of the hidden dense layer; 0 = none
     activation: Literal["relu", "tanh", "elu", "gelu", "sigmoid"] = "relu"
     batch_norm: bool = False  # BatchNormalization after each conv
-    dropout: float = 0.0  # dropout before the classifier
+    dropout: float = 0.3  # dropout before the classifier
 
     def validate(self) -> None:
         _check(
@@ -133,12 +133,12 @@ class TrainParams:
     learning_rate: float = 0.001  # step size of the inner optimizer
     momentum: float = 0.9  # momentum of "momentum" (SGD with momentum)
     weight_decay: float = 0.0001  # decoupled weight decay, used by "adamw"
-    batch_size: int = 32  # samples per step
-    shuffle_buffer: int = 20_000  # images shuffled together (whole shards; see gradguard.shards)
+    batch_size: int = 64  # samples per step
+    shuffle_buffer: int = 20_000  # images shuffled together (whole shards: gradguard.data.shards)
     epochs: int = 30  # upper bound; early stopping usually ends sooner
     patience: int = 5  # epochs without val_loss improvement before stopping
     # mirrored: tf.distribute.MirroredStrategy (one host); multihost: Keras's DataParallel on
-    # JAX over every process of a cluster (see gradguard.multihost)
+    # JAX over every process of a cluster (see gradguard.training.multihost)
     distribute: Literal["none", "mirrored", "multihost"] = "none"
     mixed_precision: bool = False  # mixed_float16 compute with dynamic loss scaling
     on_explosion: Literal["none", "stop", "skip", "rollback"] = "none"  # reaction to a spike

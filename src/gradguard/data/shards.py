@@ -8,7 +8,7 @@ on any Keras backend (JAX-only machines too), one shard is one file for DVC to
 cache, and a shard is loaded whole, so memory is bounded by a few shards, not
 by the set.
 
-`gradguard.stream.ShardSequence` streams shard sets into `Model.fit`.
+`gradguard.data.stream.ShardSequence` streams shard sets into `Model.fit`.
 """
 
 from __future__ import annotations

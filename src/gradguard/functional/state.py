@@ -21,7 +21,7 @@ STATS = {
     "consecutive_skips": ("int32", 0),  # skipped updates in a row, reset by an applied one
     "first_nonfinite_step": ("int32", -1),  # step of the first NaN/Inf gradient
     "diverged": ("int32", 0),  # 1 once an update went non-finite or skips ran out
-    "spikes": ("int32", 0),  # finite steps whose norm was a spike (see gradguard.detection)
+    "spikes": ("int32", 0),  # finite steps whose norm was a spike (functional.detection)
     "loss_spikes": ("int32", 0),  # steps whose batch loss was a spike (`loss_spikes=True`)
     "collapses": ("int32", 0),  # collapses back to chance (`collapse_loss` set)
     # The batch loss the trainer handed to `scale_loss`; +Inf where it does not (JAX). Not NaN:

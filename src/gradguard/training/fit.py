@@ -45,7 +45,7 @@ def training_context(distribute: str, mixed_precision: bool):
     The global dtype policy is restored on exit; the model keeps the policy it
     was built with.
 
-    `distribute="multihost"` needs the distribution `gradguard.multihost.initialize`
+    `distribute="multihost"` needs the distribution `gradguard.training.multihost.initialize`
     set.
 
     Raises:
@@ -61,7 +61,7 @@ def training_context(distribute: str, mixed_precision: bool):
     if distribute == "multihost" and not distributed:
         raise ValueError(
             "train.distribute='multihost' needs the JAX backend and "
-            "gradguard.multihost.initialize() called first"
+            "gradguard.training.multihost.initialize() called first"
         )
     previous = keras.config.dtype_policy()
     if mixed_precision:
@@ -122,7 +122,7 @@ class TrainResult:
     max_grad_norm: float  # largest finite pre-clip global norm seen
     clip_fraction: float  # share of finite steps that clipping changed
     skipped_steps: int
-    spikes: int  # gradient-norm spikes detected (see gradguard.detection)
+    spikes: int  # gradient-norm spikes detected (see gradguard.functional.detection)
     loss_spikes: int  # batch-loss spikes detected (`train.loss_spikes`)
     collapses: int  # collapses back to the chance loss (`train.collapse_window`)
     rollbacks: int  # rollbacks made by the `rollback` policy
@@ -158,12 +158,12 @@ def fit(
 
     Args:
         params: validated params.
-        train, val: `(x, y)` arrays, or `gradguard.stream.ShardSequence`s (streamed;
+        train, val: `(x, y)` arrays, or `gradguard.data.stream.ShardSequence`s (streamed;
             the training one seeded, so that it shuffles). With
             `train.distribute: multihost`, sequences of full batches (each
             process's share), whose sample weights the loss and accuracy honour.
         checkpoint: where `ModelCheckpoint` keeps the best model by `val_loss`.
-        resume: the resume state of this run (see `gradguard.resume`); the caller
+        resume: the resume state of this run (see `gradguard.training.resume`); the caller
             restores it (files) before and clears it after.
         live_dir: the DVCLive folder, saved with the resume state.
         extra_callbacks: run after the gradient logger (e.g. DVCLive's callback,

@@ -128,7 +128,7 @@ def initialize(cluster: Cluster = ALONE):
         # The first collective connects the processes; Gloo then reports it on standard
         # output, which belongs to the caller: it goes to standard error instead.
         with _stdout_to_stderr():
-            multihost_utils.sync_global_devices("gradguard.multihost.initialize")
+            multihost_utils.sync_global_devices("gradguard.training.multihost.initialize")
     distribution = keras.distribution.DataParallel()
     distribution.auto_shard_dataset = False
     keras.distribution.set_distribution(distribution)
