@@ -799,3 +799,33 @@ def test_lower_is_better_picks_the_lowest_and_signs_differences_so_more_is_bette
     assert {p.name for p in plot_compare(report, {}, tmp_path, only=("accuracy",))} == {
         "compare_accuracy.png"
     }
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [
+        Cell("none", 7),
+        Cell("global_norm", 201, base="stress"),
+        Cell("zscore_capped", 3, learning_rate=0.03, base="late"),
+        Cell("run", 42, prefix="gate"),
+    ],
+)
+def test_an_experiment_name_reads_back_as_its_cell(cell):
+    assert Cell.parse(cell.experiment, cell.prefix, cell.base) == cell
+
+
+@pytest.mark.parametrize(
+    ("name", "base", "remedy"),
+    [
+        ("cmp-none-sx", None, None),  # no seed
+        ("cmp-none-s1", "stress", None),  # a run without the base is not the base's
+        ("gate-run-s1", None, None),  # another prefix
+        ("cmp-none-lrfast-s1", None, None),  # a rate that is no number
+        # Without a base, a preset's run reads as a remedy named "stress-none", which no
+        # compare.yaml can hold (names are letters, digits and _): never taken for a cell.
+        ("cmp-stress-none-s1", None, "stress-none"),
+    ],
+)
+def test_names_of_other_shapes_are_not_cells(name, base, remedy):
+    cell = Cell.parse(name, "cmp", base)
+    assert (cell and cell.remedy) == remedy

@@ -109,14 +109,14 @@ class Flow:
 
     def _known_cells(self) -> list[Cell]:
         """The plan's cells, plus any extra seeds (from --until-decided) found for its remedies."""
-        prefix = f"{self.plan.prefix}-" + (f"{self.plan.base}-" if self.plan.base else "")
-        seeds = set(self.plan.seeds)
+        plan = self.plan
+        prefix = f"{plan.prefix}-" + (f"{plan.base}-" if plan.base else "")
+        seeds = set(plan.seeds)
         for name in self.experiments.find(prefix):
-            head, _, seed = name.rpartition("-s")
-            remedy = head.removeprefix(prefix).split("-lr")[0]
-            if remedy in self.plan.remedies and seed.isdigit():
-                seeds.add(int(seed))
-        return self.plan.cells(seeds=sorted(seeds))
+            cell = Cell.parse(name, plan.prefix, plan.base)
+            if cell is not None and cell.remedy in plan.remedies:
+                seeds.add(cell.seed)
+        return plan.cells(seeds=sorted(seeds))
 
     def _report(self, results: dict) -> dict:
         seeds = sorted({cell.seed for cell in results} | set(self.plan.seeds))

@@ -45,6 +45,22 @@ class Cell:
         rate = "" if self.learning_rate is None else f"-lr{self.learning_rate:g}"
         return f"{self.prefix}-{base}{self.remedy}{rate}-s{self.seed}"
 
+    @classmethod
+    def parse(cls, name: str, prefix: str = PREFIX, base: str | None = None) -> Cell | None:
+        """The cell whose `experiment` is `name` (None for a name of another shape,
+        prefix or base): `experiment`'s inverse, the one place names are read."""
+        head = f"{prefix}-" + ("" if base is None else f"{base}-")
+        body, _, seed = name.removeprefix(head).rpartition("-s")
+        if not name.startswith(head) or not body or not seed.isdigit():
+            return None
+        remedy, _, rate = body.partition("-lr")
+        try:
+            learning_rate = float(rate) if rate else None
+        except ValueError:
+            return None
+        cell = cls(remedy, int(seed), learning_rate, base, prefix)
+        return cell if cell.experiment == name else None
+
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
