@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,10 +17,13 @@ from gradguard.io import (
     canonical_zip,
     fingerprint,
     load_arrays,
+    read_yaml,
     save_arrays,
     strict,
     write_json,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_a_failed_body_leaves_the_old_output_and_no_temporary_file(tmp_path):
@@ -106,3 +110,14 @@ def test_json_is_strict_a_non_finite_number_is_null(tmp_path):
     text = (tmp_path / "m.json").read_text()
     assert "Infinity" not in text and "NaN" not in text
     assert json.loads(text) == {"a": {"i": 3, "k": None, "n": None}, "b": [1.5, None]}
+
+
+def test_read_yaml_is_the_one_place_yaml_errors_are_worded(tmp_path):
+    (tmp_path / "bad.yaml").write_text("a: [\n")
+    with pytest.raises(KeyError, match=r"bad\.yaml: not valid YAML \(while parsing"):
+        read_yaml(tmp_path / "bad.yaml", KeyError)
+    with pytest.raises(KeyError, match=r"gone\.yaml: rules file not found"):
+        read_yaml(tmp_path / "gone.yaml", KeyError, "rules file")
+    sources = [*(ROOT / "src").rglob("*.py"), *(ROOT / "stages").glob("*.py")]
+    worded = [p.name for p in sources if "not valid YAML" in p.read_text()]
+    assert worded == ["io.py"]

@@ -139,3 +139,19 @@ def fingerprint(*arrays: np.ndarray) -> str:
         digest.update(f"{array.dtype.str}{array.shape}".encode())
         digest.update(array.tobytes())
     return digest.hexdigest()[:16]
+
+
+def read_yaml(path: str | os.PathLike, error: type[Exception] = ValueError, what: str = "file"):
+    """A YAML file's content; `error`, one line, when it is missing or not valid YAML
+    (`<path>: <what> not found`, `<path>: not valid YAML (<the parser's words>)`)."""
+    try:
+        import yaml
+    except ModuleNotFoundError as missing:  # the library alone does not need it
+        raise error(f"{path}: reading YAML needs PyYAML (pip install pyyaml)") from missing
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return yaml.safe_load(handle)
+    except (FileNotFoundError, IsADirectoryError) as gone:
+        raise error(f"{path}: {what} not found") from gone
+    except yaml.YAMLError as bad:
+        raise error(f"{path}: not valid YAML ({' '.join(str(bad).split())})") from bad

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any, Literal, get_args, get_origin
 
 from gradguard.errors import ParamsError
+from gradguard.io import read_yaml
 from gradguard.settings import CLIP_MODES, MODE_BOUND, resolve_clip_mode, setting_error
 
 INITIALIZERS = (
@@ -401,20 +402,6 @@ def schema(cls: type | None = None) -> dict:
 
 def load_params(path: str) -> Params:
     """Read and validate a `params.yaml` file. Raises `ParamsError` if invalid."""
-    try:
-        import yaml
-    except ModuleNotFoundError as error:  # the library alone does not need it
-        raise ParamsError(
-            "params: reading a params file needs PyYAML (pip install pyyaml)"
-        ) from error
-
-    try:
-        with open(path, encoding="utf-8") as handle:
-            raw = yaml.safe_load(handle)
-    except FileNotFoundError as error:
-        raise ParamsError(f"params: file {path!r} not found") from error
-    except yaml.YAMLError as error:
-        detail = " ".join(str(error).split())  # one line
-        raise ParamsError(f"params: {path!r} is not valid YAML ({detail})") from error
+    raw = read_yaml(path, ParamsError)
     _check(raw is None or isinstance(raw, Mapping), path, type(raw).__name__, "a YAML mapping")
     return parse_params(raw)

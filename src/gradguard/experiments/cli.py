@@ -12,8 +12,6 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
 from gradguard.errors import ParamsError
 from gradguard.evaluation.gate import GateUsageError, check, markdown, parse_rules
 from gradguard.evaluation.stats import planned_looks
@@ -21,7 +19,7 @@ from gradguard.experiments.compare import Flow, rebuild_report, shard_of
 from gradguard.experiments.gate import run_seeded, seeded_markdown
 from gradguard.experiments.plan import Plan, check_plan, choose, dig, parse_plan, reading
 from gradguard.experiments.queue import DvcError, Experiments, dvc
-from gradguard.io import atomic_path
+from gradguard.io import atomic_path, read_yaml
 
 COMPARE = """compare: every remedy of compare.yaml over paired seeds as DVC experiments; a report.
 
@@ -105,12 +103,7 @@ def plan_of(args: argparse.Namespace) -> Plan:
 
 
 def _yaml(path: str):
-    if not Path(path).is_file():
-        raise ParamsError(f"{path}: file not found")
-    try:
-        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        raise ParamsError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from error
+    return read_yaml(path, ParamsError)
 
 
 def compare_main(argv: list[str] | None = None, prog: str = "gradguard compare") -> int:
@@ -175,13 +168,7 @@ def gate_main(argv: list[str] | None = None, prog: str = "gradguard gate") -> in
     args = cli.parse_args(argv)
     try:
         rules_file = Path(args.rules)
-        if not rules_file.is_file():
-            raise GateUsageError(f"{rules_file}: rules file not found")
-        try:
-            raw = yaml.safe_load(rules_file.read_text(encoding="utf-8"))
-        except yaml.YAMLError as error:
-            detail = " ".join(str(error).split())
-            raise GateUsageError(f"{rules_file}: not valid YAML ({detail})") from error
+        raw = read_yaml(rules_file, GateUsageError, "rules file")
         rules = parse_rules(raw)  # before running DVC: a bad rules file fails fast
         count = _count(args.seeds if args.seeds is not None else raw.get("seeds", 1))
         if count > 1:  # params.yaml's seed and the next ones
