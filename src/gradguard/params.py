@@ -15,7 +15,13 @@ from typing import Any, Literal, get_args, get_origin
 
 from gradguard.errors import ParamsError
 from gradguard.io import read_yaml
-from gradguard.settings import CLIP_MODES, MODE_BOUND, resolve_clip_mode, setting_error
+from gradguard.settings import (
+    CLIP_MODES,
+    EXPLOSION_POLICIES,
+    MODE_BOUND,
+    resolve_clip_mode,
+    setting_error,
+)
 
 INITIALIZERS = (
     "glorot_uniform",
@@ -142,7 +148,7 @@ class TrainParams:
     # JAX over every process of a cluster (see gradguard.training.multihost)
     distribute: Literal["none", "mirrored", "multihost"] = "none"
     mixed_precision: bool = False  # mixed_float16 compute with dynamic loss scaling
-    on_explosion: Literal["none", "stop", "skip", "rollback"] = "none"  # reaction to a spike
+    on_explosion: Literal[EXPLOSION_POLICIES] = "none"  # reaction to a spike
     spike_window: int = 128  # gradient norms in the spike detector's rolling window
     spike_sigma: float = 6.0  # a norm above mean + spike_sigma * std of the window is a spike
     spike_warmup_factor: float | None = 100.0  # before that: above this x median so far; null off

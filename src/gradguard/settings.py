@@ -18,6 +18,10 @@ CLIP_MODES = ("none", "value", "norm", "global_norm", "agc", "autoclip", "zscore
 EVENT_CODES = {"spike": 1, "nonfinite": 2, "loss_spike": 3, "collapse": 4}
 EVENT_NAMES = {code: name for name, code in EVENT_CODES.items()}
 
+# What a run does when the guard reports an explosion (params.yaml's `train.on_explosion`,
+# `gradguard.training.recovery.ExplosionRecovery`'s policy).
+EXPLOSION_POLICIES = ("none", "stop", "skip", "rollback")
+
 # The bound each mode needs set.
 MODE_BOUND = {"norm": "clip_norm", "global_norm": "clip_norm", "value": "clip_value"}
 

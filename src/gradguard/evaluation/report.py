@@ -26,7 +26,7 @@ from gradguard.verdict import VerdictRules, run_verdict
 # From train's run summary into the experiment's summary, after the verdict.
 # Few, so that `dvc exp show --only-changed` at 160 columns still reaches the params; the rest
 # (weight_growth, epochs, best_val_loss, ...) is in train's metrics/train/metrics.json.
-RUN_KEYS = ("max_grad_norm", "clip_fraction", "skipped_steps", "spikes", "rollbacks")
+SUMMARY_KEYS = ("max_grad_norm", "clip_fraction", "skipped_steps", "spikes", "rollbacks")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +94,7 @@ def _metrics(summary: dict, scores: dict, y_test, baseline: float, params: Param
         "verdict": verdict,
         "healthy": verdict == "healthy",
         "diverged": bool(summary["diverged"]),
-        **{key: summary[key] for key in RUN_KEYS},
+        **{key: summary[key] for key in SUMMARY_KEYS},
         "f1_macro": scores["f1_macro"],
         "baseline_accuracy": baseline,
         "first_nonfinite_step": summary["first_nonfinite_step"],

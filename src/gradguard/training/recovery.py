@@ -25,9 +25,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from gradguard.settings import EXPLOSION_POLICIES
 from gradguard.training.callbacks import read_mid_epoch
-
-POLICIES = ("none", "stop", "skip", "rollback")
 
 
 class ExplosionRecovery(keras.callbacks.Callback):
@@ -67,8 +66,10 @@ class ExplosionRecovery(keras.callbacks.Callback):
         keep=3,
     ):
         super().__init__()
-        if policy not in POLICIES:
-            raise ValueError(f"ExplosionRecovery policy={policy!r}; expected one of {POLICIES}")
+        if policy not in EXPLOSION_POLICIES:
+            raise ValueError(
+                f"ExplosionRecovery policy={policy!r}; expected one of {EXPLOSION_POLICIES}"
+            )
         if keep < 1:
             raise ValueError(f"ExplosionRecovery keep={keep!r}; expected an integer >= 1")
         self.guard, self.policy = guard, policy
