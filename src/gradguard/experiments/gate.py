@@ -18,15 +18,18 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from gradguard.evaluation.gate import GateUsageError, Rule, SeededVerdict, check_seeded, json_value
-from gradguard.experiments.plan import Plan, dig, split_key
+from gradguard.experiments.plan import OURS, Plan, dig, split_key
 from gradguard.experiments.queue import Experiments, dvc
 from gradguard.experiments.runner import Runner, say_now
 
 PREFIX = "gate"
 
 
-def plan_for(seeds: Sequence[int], side: str = "run", seed_param: str = "seed") -> Plan:
-    """One "remedy" (the pipeline as it is) over the seeds: `gate-<side>-s<seed>`."""
+def plan_for(
+    seeds: Sequence[int], side: str = "run", seed_param: str = "seed", metric: str = OURS
+) -> Plan:
+    """One "remedy" (the pipeline as it is) over the seeds: `gate-<side>-s<seed>`; each
+    run's progress line shows `metric`."""
     return Plan(
         remedies={side: {}},
         presets={},
@@ -35,6 +38,7 @@ def plan_for(seeds: Sequence[int], side: str = "run", seed_param: str = "seed") 
         margin=0.0,
         prefix=PREFIX,
         seed_param=seed_param,
+        metric=metric,
     )
 
 
@@ -91,8 +95,10 @@ def run_seeded(
     """Run (or reuse) both sides' seeds (each written to `seed_param`), then judge every
     rule over the pairs."""
     dirty = uncommitted()
-    mine = plan_for(seeds, "wip" if dirty else "run", seed_param)
-    theirs = plan_for(seeds, seed_param=seed_param)
+    # Progress shows the first rule on a number (higher or lower), as each run finishes.
+    shown = next((r.metric for r in rules if r.direction != "equal"), rules[0].metric)
+    mine = plan_for(seeds, "wip" if dirty else "run", seed_param, shown)
+    theirs = plan_for(seeds, seed_param=seed_param, metric=shown)
     files = tuple(dict.fromkeys(split_key(rule.metric)[0] for rule in rules))
     here = Experiments(".", files)
     if dirty:
