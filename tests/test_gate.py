@@ -123,9 +123,17 @@ def test_bad_rules_name_what_is_wrong(raw, fragment):
         parse_rules(raw)
 
 
-def test_the_repository_rules_parse():
+def test_the_repository_rules_read_keys_the_committed_metrics_hold_and_pass_on_them():
+    # Each rule of gate.yaml names a key of metrics/eval.json (a typo there would make the
+    # gate a usage error in CI), and the committed metrics against themselves pass.
     with open("gate.yaml", encoding="utf-8") as handle:
-        assert len(parse_rules(yaml.safe_load(handle))) >= 4
+        rules = parse_rules(yaml.safe_load(handle))
+    with open("metrics/eval.json", encoding="utf-8") as handle:
+        committed = json.load(handle)
+    same = {"metrics/eval.json": {k: {"old": v, "new": v} for k, v in committed.items()}}
+    verdicts = check(same, rules)
+    assert [v.rule.metric for v in verdicts] == [r.metric for r in rules]
+    assert all(v.ok for v in verdicts), [v.reason for v in verdicts if not v.ok]
 
 
 def run(*args, cwd):
