@@ -16,6 +16,7 @@ from typing import Any, Literal, get_args, get_origin
 from gradguard.errors import ParamsError
 from gradguard.io import read_yaml
 from gradguard.settings import (
+    BOUNDS,
     CLIP_MODES,
     EXPLOSION_POLICIES,
     MODE_BOUND,
@@ -302,17 +303,9 @@ class Params:
         bound = MODE_BOUND.get(mode)
         if bound is not None:
             _check(getattr(self, bound) is not None, bound, None, f"a number > 0 for {mode}")
-        for key in (
-            "agc_lambda",
-            "autoclip_percentile",
-            "autoclip_window",
-            "zscore_threshold",
-            "zscore_alpha",
-            "zscore_warmup",
-            "zscore_max_norm",
-            "max_consecutive_skips",
-        ):
-            _setting(key, getattr(self, key))
+        for key in GUARD_KEYS:  # the bounds themselves were checked first, above
+            if key in BOUNDS and key not in MODE_BOUND.values():
+                _setting(key, getattr(self, key))
         _check(self.init in INITIALIZERS, "init", self.init, f"one of {INITIALIZERS}")
         _check(
             self.init_scale > 0 and math.isfinite(self.init_scale),
