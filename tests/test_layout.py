@@ -245,17 +245,21 @@ def python_files() -> list[Path]:
     return [*library_modules(), *sorted(SOURCES["stages"].glob("*.py"))]
 
 
-def test_no_function_is_longer_than_sixty_lines_of_code():
+def longer_than(kinds, limit) -> list[str]:
+    """`file:line name (count)` of each definition of `kinds` over `limit(name)` code lines."""
     long = []
     for path in python_files():
         text = path.read_text()
         lines = text.splitlines()
         for node in ast.walk(ast.parse(text)):
-            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                count = code_lines(node, lines)
-                if count > MAX_FUNCTION_LINES:
-                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({count})")
-    assert long == []
+            if isinstance(node, kinds) and (count := code_lines(node, lines)) > limit(node.name):
+                long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({count})")
+    return long
+
+
+def test_no_function_is_longer_than_sixty_lines_of_code():
+    functions = ast.FunctionDef | ast.AsyncFunctionDef
+    assert longer_than(functions, lambda _: MAX_FUNCTION_LINES) == []
 
 
 MAX_CLASS_LINES = 250  # lines of code of a class, as for functions
@@ -269,16 +273,7 @@ LARGE_CLASSES = {
 
 
 def test_no_class_is_longer_than_its_limit():
-    long = []
-    for path in python_files():
-        text = path.read_text()
-        lines = text.splitlines()
-        for node in ast.walk(ast.parse(text)):
-            if isinstance(node, ast.ClassDef):
-                count = code_lines(node, lines)
-                if count > LARGE_CLASSES.get(node.name, MAX_CLASS_LINES):
-                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({count})")
-    assert long == []
+    assert longer_than(ast.ClassDef, lambda name: LARGE_CLASSES.get(name, MAX_CLASS_LINES)) == []
 
 
 @pytest.mark.parametrize("path", sorted(SOURCES["stages"].glob("*.py")), ids=lambda p: p.name)
