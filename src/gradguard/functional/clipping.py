@@ -242,7 +242,8 @@ def unit_axes(path: str, rank: int) -> tuple[int, ...] | None:
 
 
 def _default_axes(x) -> tuple[int, ...] | None:
-    return None if len(x.shape) <= 1 else tuple(range(len(x.shape) - 1))
+    """The rank rule: `unit_axes`' last resort, for a tensor without a path."""
+    return unit_axes("", len(x.shape))
 
 
 def unitwise_norms(tensors: Sequence, axes: Sequence | None = None) -> list:

@@ -11,7 +11,6 @@ point at it: `verdict: metrics/verdict.json:verdict`.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -112,8 +111,7 @@ def write_verdict(
         target.summary.update({k: _plain(v) for k, v in values.items()})
         target.make_summary()
     else:
-        os.makedirs(os.path.dirname(os.fspath(target)) or ".", exist_ok=True)
-        write_json(target, values)
+        write_json(target, values)  # atomically, its folders made
     return verdict
 
 
