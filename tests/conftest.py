@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -25,6 +26,8 @@ with native_log.filtered():
         tf.config.set_logical_device_configuration(
             _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
         )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY_PARAMS = {
     "seed": 7,
@@ -71,3 +74,17 @@ def small_shards(monkeypatch):
 def tensor():
     """Float32 tensor from a list."""
     return lambda values: keras.ops.convert_to_tensor(np.asarray(values, "float32"))
+
+
+@pytest.fixture
+def plan():
+    """The committed compare.yaml, parsed."""
+    from gradguard.experiments.plan import parse_plan
+
+    return parse_plan(yaml.safe_load((ROOT / "compare.yaml").read_text()))
+
+
+@pytest.fixture
+def raw_params():
+    """The committed params.yaml, as YAML reads it."""
+    return yaml.safe_load((ROOT / "params.yaml").read_text())

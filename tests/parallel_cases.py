@@ -1,6 +1,6 @@
 """What the one-device-versus-several tests share: the clipping modes, the data, the model.
 
-Imported by tests/test_distribute.py (`tf.distribute` replicas) and
+Imported by tests/test_tf_distribute.py (`tf.distribute` replicas) and
 tests/multihost_worker.py (JAX processes); framework-free until `mlp()` is called.
 """
 

@@ -121,3 +121,22 @@ def test_read_yaml_is_the_one_place_yaml_errors_are_worded(tmp_path):
     sources = [*(ROOT / "src").rglob("*.py"), *(ROOT / "stages").glob("*.py")]
     worded = [p.name for p in sources if "not valid YAML" in p.read_text()]
     assert worded == ["io.py"]
+
+
+def test_atomic_outputs_replace_on_success_and_keep_the_old_on_failure(tmp_path):
+    from gradguard.io import atomic_path
+
+    target = tmp_path / "out"
+    with atomic_path(target) as folder:
+        folder.mkdir()
+        (folder / "a.txt").write_text("first")
+    with pytest.raises(RuntimeError), atomic_path(target) as folder:
+        folder.mkdir()
+        (folder / "a.txt").write_text("half")
+        raise RuntimeError("stage failed")
+    assert (target / "a.txt").read_text() == "first"
+    with atomic_path(target) as folder:
+        folder.mkdir()
+        (folder / "b.txt").write_text("second")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporaries left

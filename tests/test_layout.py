@@ -342,3 +342,36 @@ def test_every_dotted_gradguard_name_in_code_and_docs_resolves():
         if not _resolves(name)
     )
     assert stale == []
+
+
+# Facts with one home each: a pattern that matches only the defining line -> that module.
+ONE_HOME = {
+    r"^VERDICTS\s*=": "verdict.py",  # a run's verdicts
+    r"^EXPLOSION_POLICIES\s*=": "settings.py",
+    r"^STEP_LOG_COLUMNS\s*=": "functional/state.py",
+    r"^EVENT_CODES\s*=": "settings.py",
+    r"^CLIP_MODES\s*=": "settings.py",
+    r"not valid YAML \(": "io.py",  # the YAML error's wording
+    r"\"state\.json\"": "training/resume.py",  # the resume state's one reader and writer
+    r"\"metrics/eval\.json\"": "experiments/plan.py",  # our pipeline's files, for compare
+    r"\"metrics/train/metrics\.json\"": "experiments/plan.py",
+    r"partition\(\"-s\"\)|partition\(\"-lr\"\)|-s\{": "experiments/plan.py",  # run names
+}
+
+
+@pytest.mark.parametrize("pattern", sorted(ONE_HOME))
+def test_each_fact_is_written_in_one_module(pattern):
+    regex = re.compile(pattern, re.MULTILINE)
+    homes = sorted(
+        str(path.relative_to(SOURCES["gradguard"]))
+        for path in library_modules()
+        if regex.search(path.read_text())
+    )
+    assert homes == [ONE_HOME[pattern]]
+
+
+def test_fit_reads_no_files():
+    # The resume snapshot is loaded by training/resume.py alone; fit gets it typed.
+    source = (SOURCES["gradguard"] / "training" / "fit.py").read_text()
+    for reader in ("read_text", "open(", "np.load", "load_model(", "json.load"):
+        assert reader not in source, reader

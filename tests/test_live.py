@@ -62,3 +62,14 @@ def test_dvc_yaml_names_the_files_the_tables_name():
     curves = {str(live.curves / file) for lines in CURVES.values() for file in lines.values()}
     assert steps <= plotted and curves <= plotted
     assert str(live.layer_plot) in plotted
+
+
+def test_compare_reads_the_files_dvc_yaml_writes():
+    from gradguard.experiments.plan import EVAL_FILE, OURS, TRAIN_SUMMARY
+
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    declared = spec["stages"]["evaluate"]["metrics"]
+    metrics = [next(iter(m)) if isinstance(m, dict) else m for m in declared]
+    assert EVAL_FILE in metrics and OURS.startswith(f"{EVAL_FILE}:")
+    assert str(LiveFolder("metrics/train").summary) == TRAIN_SUMMARY
+    assert TRAIN_SUMMARY in spec["stages"]["train"]["outs"]

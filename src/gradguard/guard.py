@@ -285,11 +285,12 @@ class GradientGuard(keras.optimizers.Optimizer):
         n = len(STEP_LOG_COLUMNS)
         return [
             StepRow(
-                first + i,
-                *map(float, rows[slot][:3]),
-                int(rows[slot][3]),
-                float(rows[slot][4]),
-                dict(zip(self.layer_names, map(float, rows[slot][n:]), strict=True)),
+                step=first + i,
+                **{
+                    name: int(value) if name == "event" else float(value)
+                    for name, value in zip(STEP_LOG_COLUMNS, rows[slot][:n], strict=True)
+                },
+                layer_norms=dict(zip(self.layer_names, map(float, rows[slot][n:]), strict=True)),
             )
             for i, slot in enumerate(order)
         ]

@@ -54,7 +54,7 @@ class Rule:
 
 
 @dataclasses.dataclass(frozen=True)
-class Verdict:
+class RuleResult:
     """A rule applied to one comparison."""
 
     rule: Rule
@@ -136,19 +136,19 @@ def _lookup(diff: Mapping, metric: str):
     return old, new
 
 
-def check_rule(rule: Rule, old, new) -> Verdict:
+def check_rule(rule: Rule, old, new) -> RuleResult:
     """Apply one rule to a baseline and a current value."""
     values = [v for v in (old, new) if is_number(v)]
     if any(math.isnan(float(v)) for v in values):
-        return Verdict(rule, old, new, False, f"{rule.metric} is NaN")
+        return RuleResult(rule, old, new, False, f"{rule.metric} is NaN")
     if old is None or new is None:  # strict JSON writes NaN/Inf as null; or it is missing
         side = "baseline" if old is None else "workspace"
         reason = f"{rule.metric} is null in the {side}: not finite (NaN/Inf), or missing"
-        return Verdict(rule, old, new, False, reason)
+        return RuleResult(rule, old, new, False, reason)
     if rule.direction == "equal":
         target = old if rule.expect is None else rule.expect
         ok = new == target
-        return Verdict(
+        return RuleResult(
             rule,
             old,
             new,
@@ -167,10 +167,10 @@ def check_rule(rule: Rule, old, new) -> Verdict:
         if ok
         else (f"{rule.metric} went from {json_value(old)} to {json_value(new)}; {rule.describe()}")
     )
-    return Verdict(rule, old, new, ok, reason)
+    return RuleResult(rule, old, new, ok, reason)
 
 
-def check(diff: Mapping, rules: Sequence[Rule]) -> list[Verdict]:
+def check(diff: Mapping, rules: Sequence[Rule]) -> list[RuleResult]:
     """Judge every rule against `dvc metrics diff --json --all` output.
 
     Raises:
@@ -179,7 +179,7 @@ def check(diff: Mapping, rules: Sequence[Rule]) -> list[Verdict]:
     return [check_rule(rule, *_lookup(diff, rule.metric)) for rule in rules]
 
 
-def markdown(verdicts: Sequence[Verdict], baseline: str) -> str:
+def markdown(verdicts: Sequence[RuleResult], baseline: str) -> str:
     """A markdown report: one row per rule, and a closing line with the outcome."""
     lines = [
         f"### Metrics gate against `{baseline}`",
@@ -204,7 +204,7 @@ OUTCOMES = ("pass", "fail", "inconclusive")
 
 
 @dataclasses.dataclass(frozen=True)
-class SeededVerdict:
+class SeededRuleResult:
     """A rule applied to the same seeds run on the baseline and on the workspace.
 
     A numeric rule fails only when the whole 95 % interval of the mean paired change
@@ -225,7 +225,9 @@ class SeededVerdict:
     seeds_to_decide: int | None = None
 
 
-def check_seeded(rule: Rule, seeds: Sequence[int], old: Sequence, new: Sequence) -> SeededVerdict:
+def check_seeded(
+    rule: Rule, seeds: Sequence[int], old: Sequence, new: Sequence
+) -> SeededRuleResult:
     """Judge one rule over paired seeds (old[i] and new[i] come from seeds[i]).
 
     Raises:
@@ -245,7 +247,7 @@ def check_seeded(rule: Rule, seeds: Sequence[int], old: Sequence, new: Sequence)
     if rule.direction == "equal" or not finite:
         # verdict rules, and NaN/inf anywhere: seed by seed (a non-finite run fails its seed)
         reason = "ok" if not broken else f"seed {broken[0][0]}: {broken[0][1].reason}"
-        return SeededVerdict(rule, seeds, old, new, "fail" if broken else "pass", reason)
+        return SeededRuleResult(rule, seeds, old, new, "fail" if broken else "pass", reason)
     sign = 1.0 if rule.direction == "higher" else -1.0  # so that higher is better
     mean_old = sum(float(v) for v in old) / len(old)
     tolerance = rule.abs_tol if rule.rel_tol is None else rule.rel_tol * abs(mean_old)
@@ -264,6 +266,6 @@ def check_seeded(rule: Rule, seeds: Sequence[int], old: Sequence, new: Sequence)
             f"seeds (95 % interval {low:+.6g} to {high:+.6g}); {rule.describe()}"
         )
     noise = statistics.stdev(float(v) for v in old)  # what a single-run gate faces
-    return SeededVerdict(
+    return SeededRuleResult(
         rule, seeds, old, new, outcome, reason, tolerance, interval, noise, decision.seeds_to_decide
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 from gradguard.errors import ParamsError
 from gradguard.evaluation.gate import GateUsageError, check, markdown, parse_rules
 from gradguard.evaluation.stats import planned_looks
-from gradguard.experiments.compare import Flow, rebuild_report, shard_of
+from gradguard.experiments.compare import CompareRun, rebuild_report, shard_of
 from gradguard.experiments.gate import run_seeded, seeded_markdown
 from gradguard.experiments.plan import Plan, check_plan, choose, dig, parse_plan, reading
 from gradguard.experiments.queue import DvcError, Experiments, dvc
@@ -119,7 +119,7 @@ def compare_main(argv: list[str] | None = None, prog: str = "gradguard compare")
         return 2
     looks = planned_looks(len(plan.seeds), args.max_seeds) if args.until_decided else ()
     queue = Experiments(files=plan.files)
-    flow = Flow(queue, plan, args.jobs, out=Path(args.out), looks=looks, poll=args.poll)
+    flow = CompareRun(queue, plan, args.jobs, out=Path(args.out), looks=looks, poll=args.poll)
     try:
         if share is not None:
             return flow.shard(*share)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from gradguard.errors import ParamsError
 from gradguard.evaluation.stats import CONFIDENCE, look_confidence
-from gradguard.experiments.plan import Cell, Plan
+from gradguard.experiments.plan import TRAIN_SUMMARY, Cell, Plan
 from gradguard.experiments.queue import Experiments
 from gradguard.experiments.report import PLOTS, markdown, plot_compare
-from gradguard.experiments.runner import Runner, say_now
+from gradguard.experiments.runner import Runner, print_flushed
 from gradguard.experiments.summary import TRAIN_KEYS, rebuild, summarize
 from gradguard.io import atomic_path, write_json
 
@@ -35,7 +35,7 @@ def shard_of(text: str | None, refused: bool) -> tuple[int, int] | None:
     return k, n
 
 
-class Flow:
+class CompareRun:
     """The compare's runs and report.
 
     `looks`, when given (`stats.planned_looks`), are the seed counts at which `run` may
@@ -53,17 +53,17 @@ class Flow:
         out: Path,
         looks: tuple[int, ...] = (),
         poll: float = 5.0,
-        say=say_now,
+        log=print_flushed,
     ):
-        self.plan, self.out, self.say, self.looks = plan, out, say, looks
+        self.plan, self.out, self.log, self.looks = plan, out, log, looks
         self.confidence = look_confidence(looks) if looks else CONFIDENCE
-        self.runner = Runner(experiments, plan, jobs, say=say, poll=poll)
+        self.runner = Runner(experiments, plan, jobs, log=log, poll=poll)
         self.experiments = experiments
 
     def run(self) -> int:
         """Run the grid, then (with looks) more seeds, look by look, where a label is undecided."""
         if self.looks:
-            self.say(
+            self.log(
                 f"compare: looks at {', '.join(map(str, self.looks))} seeds, "
                 f"{100 * self.confidence:.4g} % intervals at each"
             )
@@ -81,7 +81,7 @@ class Flow:
             if not more:
                 break
             for name, added in more.items():
-                self.say(f"compare: {name} is undecided; adding seeds {added}")
+                self.log(f"compare: {name} is undecided; adding seeds {added}")
                 seeds[name] += added
         self._write(results)
         return 1 if any(r.metrics is None for r in results.values()) else 0
@@ -99,9 +99,9 @@ class Flow:
 
     def shard(self, k: int, n: int) -> int:
         """Run the K-th of N shares of the grid (every N-th cell); the report waits for all."""
-        mine = self.plan.cells()[k - 1 :: n]
-        results = self.runner.run(mine)
-        self.say(
+        shard_cells = self.plan.cells()[k - 1 :: n]
+        results = self.runner.run(shard_cells)
+        self.log(
             f"compare: shard {k}/{n} done: {len(results)} runs; share them with "
             "`dvc exp push origin --rev HEAD`, then `dvc exp pull` and --report-only"
         )
@@ -130,7 +130,7 @@ class Flow:
         for cell, rev in sorted(self.runner.revs.items(), key=lambda item: item[0].experiment):
             if cell not in results:
                 continue
-            curve, summary = self.experiments.recorded(rev, self.plan.gradients)
+            curve, summary = self.experiments.recorded(rev, self.plan.gradients, TRAIN_SUMMARY)
             recorded = {key: summary.get(key) for key in TRAIN_KEYS}
             enriched[cell] = dataclasses.replace(
                 results[cell], metrics={**results[cell].metrics, **recorded}
@@ -145,18 +145,18 @@ class Flow:
             plot_compare(report, norms, self.out, only=("accuracy", "verdicts"))
         else:
             plot_compare(report, norms, self.out)
-        _write_report(report, self.out, self.say)
+        _write_report(report, self.out, self.log)
 
 
-def _write_report(report: dict, out: Path, say) -> None:
+def _write_report(report: dict, out: Path, log) -> None:
     write_json(out / "compare.json", report)
     with atomic_path(out / "compare.md") as tmp:
         tmp.write_text(markdown(report), encoding="utf-8")
     labels = ", ".join(f"{s['name']} {s['label']}" for s in report["remedies"])
-    say(f"compare: wrote {out}/compare.md, compare.json and plots: {labels}")
+    log(f"compare: wrote {out}/compare.md, compare.json and plots: {labels}")
 
 
-def rebuild_report(source: Path, out: Path, say=say_now) -> int:
+def rebuild_report(source: Path, out: Path, log=print_flushed) -> int:
     """The report again from the runs a compare.json lists (`--from-json`), under today's
     statistics: no experiment is needed. The gradient-norm plot needs per-step data that
     the JSON does not hold: it is kept (copied from beside `source` when `out` differs)."""
@@ -169,7 +169,7 @@ def rebuild_report(source: Path, out: Path, say=say_now) -> int:
     if norms.is_file() and norms.resolve() != (out / PLOTS["grad_norms"]).resolve():
         shutil.copyfile(norms, out / PLOTS["grad_norms"])
     plot_compare(report, {}, out, only=("accuracy", "verdicts"))
-    _write_report(report, out, say)
+    _write_report(report, out, log)
     return 0
 
 

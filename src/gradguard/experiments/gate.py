@@ -2,7 +2,7 @@
 
 Both sides run as DVC experiments (the compare command's runner): the baseline's in a
 temporary git worktree of that revision that shares this repository's DVC cache, so a
-stage anyone ran before (here, or pulled with `dvc pull --run-cache`) is restored, not
+stage anyone ran before (workspace, or pulled with `dvc pull --run-cache`) is restored, not
 run. A commit's runs are named `gate-run-s<seed>` and found again by their git refs: a
 later gate against that commit reuses them. A workspace with uncommitted changes has no
 such identity, so its runs are `gate-wip-s<seed>`, run afresh each time (the previous
@@ -17,10 +17,16 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from gradguard.evaluation.gate import GateUsageError, Rule, SeededVerdict, check_seeded, json_value
+from gradguard.evaluation.gate import (
+    GateUsageError,
+    Rule,
+    SeededRuleResult,
+    check_seeded,
+    json_value,
+)
 from gradguard.experiments.plan import OURS, Plan, dig, split_key
 from gradguard.experiments.queue import Experiments, dvc
-from gradguard.experiments.runner import Runner, say_now
+from gradguard.experiments.runner import Runner, print_flushed
 
 PREFIX = "gate"
 
@@ -89,28 +95,30 @@ def run_seeded(
     baseline: str,
     seeds: Sequence[int],
     jobs: int = 1,
-    say=say_now,
+    log=print_flushed,
     seed_param: str = "seed",
-) -> list[SeededVerdict]:
+) -> list[SeededRuleResult]:
     """Run (or reuse) both sides' seeds (each written to `seed_param`), then judge every
     rule over the pairs."""
     dirty = uncommitted()
     # Progress shows the first rule on a number (higher or lower), as each run finishes.
     shown = next((r.metric for r in rules if r.direction != "equal"), rules[0].metric)
-    mine = plan_for(seeds, "wip" if dirty else "run", seed_param, shown)
-    theirs = plan_for(seeds, seed_param=seed_param, metric=shown)
+    workspace_plan = plan_for(seeds, "wip" if dirty else "run", seed_param, shown)
+    baseline_plan = plan_for(seeds, seed_param=seed_param, metric=shown)
     files = tuple(dict.fromkeys(split_key(rule.metric)[0] for rule in rules))
-    here = Experiments(".", files)
+    workspace = Experiments(".", files)
     if dirty:
-        say("gate: the workspace has uncommitted changes: its runs are run afresh")
-        for exp in here.find(f"{PREFIX}-wip-").values():
-            here.discard(exp)
-    say(f"gate: the workspace's pipeline over seeds {list(seeds)}")
-    new = Runner(here, mine, jobs, say=say, label="gate").run(mine.cells())
-    say(f"gate: {baseline}'s pipeline over the same seeds")
+        log("gate: the workspace has uncommitted changes: its runs are run afresh")
+        for exp in workspace.find(f"{PREFIX}-wip-").values():
+            workspace.discard(exp)
+    log(f"gate: the workspace's pipeline over seeds {list(seeds)}")
+    new = Runner(workspace, workspace_plan, jobs, log=log, label="gate").run(workspace_plan.cells())
+    log(f"gate: {baseline}'s pipeline over the same seeds")
     with worktree(baseline) as root:
-        there = Experiments(root, files)
-        old = Runner(there, theirs, jobs, say=say, label="gate").run(theirs.cells())
+        at_baseline = Experiments(root, files)
+        old = Runner(at_baseline, baseline_plan, jobs, log=log, label="gate").run(
+            baseline_plan.cells()
+        )
     failed = [c.experiment for c, r in {**new, **old}.items() if r.metrics is None]
     if failed:
         raise GateUsageError(f"runs failed to run (not a regression): {', '.join(failed)}")
@@ -118,14 +126,14 @@ def run_seeded(
         check_seeded(
             rule,
             seeds,
-            [_values(rule, old[c].metrics) for c in theirs.cells()],
-            [_values(rule, new[c].metrics) for c in mine.cells()],
+            [_values(rule, old[c].metrics) for c in baseline_plan.cells()],
+            [_values(rule, new[c].metrics) for c in workspace_plan.cells()],
         )
         for rule in rules
     ]
 
 
-def seeded_markdown(verdicts: Sequence[SeededVerdict], baseline: str) -> str:
+def seeded_markdown(verdicts: Sequence[SeededRuleResult], baseline: str) -> str:
     """The report: per rule the per-seed pairs, the mean change with its interval, the verdict."""
     seeds = verdicts[0].seeds if verdicts else ()
     lines = [

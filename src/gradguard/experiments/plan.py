@@ -25,7 +25,10 @@ from gradguard.errors import ParamsError
 from gradguard.params import parse_params
 
 PREFIX = "cmp"  # experiment names: cmp-[<preset>-]<remedy>[-lr<rate>]-s<seed>
-OURS = "metrics/eval.json:accuracy"  # gradguard's own pipeline's metric, the default
+# gradguard's own pipeline's files, as dvc.yaml names them (a test checks it).
+EVAL_FILE = "metrics/eval.json"  # evaluate's metrics
+TRAIN_SUMMARY = "metrics/train/metrics.json"  # DVCLive's summary; its `run` has weight_growth
+OURS = f"{EVAL_FILE}:accuracy"  # gradguard's own pipeline's metric, the default
 
 
 @dataclasses.dataclass(frozen=True)

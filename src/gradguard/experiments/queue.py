@@ -23,9 +23,6 @@ from typing import Any
 
 import yaml
 
-EVAL = "metrics/eval.json"  # gradguard's pipeline's metrics
-TRAIN_SUMMARY = "metrics/train/metrics.json"  # DVCLive's summary; its `run` has weight_growth
-
 
 class DvcError(RuntimeError):
     """A DVC command failed; the message is its last line of output."""
@@ -86,7 +83,7 @@ def set_value(key: str, value: Any) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
-class Found:
+class ExperimentRecord:
     """One experiment of the current baseline."""
 
     name: str
@@ -133,8 +130,8 @@ class Experiments:
     so they can be polled); queued, running and failed ones from `dvc queue status`.
     """
 
-    def __init__(self, root: str | Path = ".", files: tuple[str, ...] = (EVAL,)):
-        self.root, self.files = Path(root), files  # the metrics files a finished one has
+    def __init__(self, root: str | Path = ".", files: tuple[str, ...] = ()):
+        self.root, self.files = Path(root), files  # metrics files read from finished ones
         self._read: dict[str, tuple[dict, dict | None]] = {}  # commit -> (params, metrics)
         # As the last `find` saw them (None: not known): workers running a task, and idle ones.
         self.active_workers: int | None = None
@@ -146,7 +143,7 @@ class Experiments:
         )
         return done.stdout if done.returncode == 0 else ""
 
-    def finished(self, prefix: str) -> dict[str, Found]:
+    def finished(self, prefix: str) -> dict[str, ExperimentRecord]:
         """name -> experiment, for each finished one on this commit named `prefix...`."""
         head = self._git("rev-parse", "HEAD").strip()
         if not head:
@@ -160,7 +157,7 @@ class Experiments:
             name = ref.rsplit("/", 1)[-1]
             if name.startswith(prefix):
                 params, metrics = self._files(rev)
-                found[name] = Found(name, "success", rev, params, metrics)
+                found[name] = ExperimentRecord(name, "success", rev, params, metrics)
         return found
 
     def _files(self, rev: str) -> tuple[dict, dict]:
@@ -175,7 +172,7 @@ class Experiments:
             self._read[rev] = (params, metrics)
         return self._read[rev]
 
-    def find(self, prefix: str) -> dict[str, Found]:
+    def find(self, prefix: str) -> dict[str, ExperimentRecord]:
         """Every experiment named `prefix...`: finished, queued, running or failed."""
         found = {}
         for line in dvc("queue", "status", cwd=self.root, tries=3).splitlines()[1:]:
@@ -183,10 +180,12 @@ class Experiments:
             if line.startswith("Worker status:"):  # "Worker status: 2 active, 0 idle"
                 self.active_workers, self.idle_workers = int(fields[2]), int(fields[4])
             elif len(fields) >= 2 and fields[1].startswith(prefix) and fields[-1] in QUEUE_STATES:
-                found[fields[1]] = Found(fields[1], QUEUE_STATES[fields[-1]], fields[0], {}, None)
+                found[fields[1]] = ExperimentRecord(
+                    fields[1], QUEUE_STATES[fields[-1]], fields[0], {}, None
+                )
         return {**found, **self.finished(prefix)}  # a finished one wins over its old entries
 
-    def process_alive(self, exp: Found) -> bool | None:
+    def process_alive(self, exp: ExperimentRecord) -> bool | None:
         """Whether the process that runs a `running` experiment is alive, from DVC's own
         records: each task's `dvc exp exec-run` writes `.dvc/tmp/exps/run/<task>/<task>.json`
         ({"pid", "returncode"}; dvc-task's process manager) beside `<task>.run` (its name).
@@ -209,7 +208,7 @@ class Experiments:
             r.get("returncode") is None and _pid_alive(r.get("pid"), exp.rev) for r in records
         )
 
-    def kill(self, exp: Found) -> None:
+    def kill(self, exp: ExperimentRecord) -> None:
         """Stop a running experiment; DVC marks it failed (also one whose worker is gone)."""
         dvc("queue", "kill", exp.rev, cwd=self.root)
 
@@ -226,14 +225,14 @@ class Experiments:
     def start(self, jobs: int) -> None:
         dvc("queue", "start", "-j", str(jobs), cwd=self.root)
 
-    def discard(self, exp: Found) -> None:
+    def discard(self, exp: ExperimentRecord) -> None:
         """Remove an experiment: a failed or queued one from the queue, a finished one."""
         if exp.state == "success":
             dvc("exp", "remove", exp.name, cwd=self.root)
         else:
             dvc("queue", "remove", exp.name, cwd=self.root)
 
-    def failure(self, exp: Found) -> str:
+    def failure(self, exp: ExperimentRecord) -> str:
         """The last line a failed run printed (its error), or a pointer to `dvc queue logs`."""
         try:
             text = dvc("queue", "logs", exp.name, cwd=self.root)
@@ -243,11 +242,12 @@ class Experiments:
         return lines[-1][:300] if lines else f"see `dvc queue logs {exp.name}`"
 
     def recorded(
-        self, rev: str, gradients: str | None
+        self, rev: str, gradients: str | None, summary_file: str
     ) -> tuple[tuple[list[int], list[float]], dict]:
         """What an experiment recorded in DVC's cache: its per-step pre-clip norms (the TSV
         at `gradients`, columns step and pre_clip_norm) and gradguard's training summary
-        (DVCLive's `run` section); empty when not in the cache or not configured."""
+        (the `run` section of DVCLive's `summary_file`); empty when not in the cache or
+        not configured."""
         from dvc.api import DVCFileSystem
 
         fs = DVCFileSystem(str(self.root), rev=rev)
@@ -257,7 +257,7 @@ class Experiments:
         except Exception:  # not pulled, or never recorded: no curve
             rows = []
         try:
-            summary = json.loads(fs.read_text(TRAIN_SUMMARY)).get("run", {})
+            summary = json.loads(fs.read_text(summary_file)).get("run", {})
         except Exception:  # as above
             summary = {}
         steps = [int(r["step"]) for r in rows]

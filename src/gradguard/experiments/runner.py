@@ -19,11 +19,11 @@ import time
 from collections.abc import Callable, Sequence
 
 from gradguard.experiments.plan import OURS, Cell, Plan, matches
-from gradguard.experiments.queue import Experiments, Found
+from gradguard.experiments.queue import ExperimentRecord, Experiments
 from gradguard.experiments.results import RunResult, outcome
 
 
-def say_now(line: str) -> None:
+def print_flushed(line: str) -> None:
     """A progress line, flushed: it shows as it comes when the output is a file or a CI log."""
     print(line, flush=True)
 
@@ -37,7 +37,7 @@ class Runner:
         plan: Plan,
         jobs: int = 1,
         *,
-        say: Callable[[str], None] = say_now,
+        log: Callable[[str], None] = print_flushed,
         poll: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -45,7 +45,7 @@ class Runner:
         label: str = "compare",
     ):
         self.experiments, self.plan, self.jobs = experiments, plan, jobs
-        self.say, self.poll, self.clock, self.sleep = say, poll, clock, sleep
+        self.log, self.poll, self.clock, self.sleep = log, poll, clock, sleep
         self.retried: set[str] = set()
         self.revs: dict[Cell, str] = {}  # each finished run's experiment revision
         self.pending: dict[str, dict] = {}  # to queue, in one call: name -> overrides
@@ -69,7 +69,7 @@ class Runner:
                 self._queue(cell, exp)
         reused = len(results)
         if reused:
-            self.say(f"{self.label}: {reused}/{len(cells)} runs already done, reused")
+            self.log(f"{self.label}: {reused}/{len(cells)} runs already done, reused")
         self._wait([c for c in cells if c not in results], results, len(cells))
         return results
 
@@ -98,14 +98,14 @@ class Runner:
                 results[cell] = RunResult(cell, None, self.experiments.failure(exp))
         return results
 
-    def _current(self, cell: Cell, exp: Found) -> bool:
+    def _current(self, cell: Cell, exp: ExperimentRecord) -> bool:
         return matches(exp.params, self.plan.overrides(cell))
 
-    def _finished(self, cell: Cell, exp: Found) -> RunResult:
+    def _finished(self, cell: Cell, exp: ExperimentRecord) -> RunResult:
         self.revs[cell] = exp.rev
         return RunResult(cell, outcome(self.plan, exp.metrics or {}))
 
-    def _queue(self, cell: Cell, exp: Found | None) -> None:
+    def _queue(self, cell: Cell, exp: ExperimentRecord | None) -> None:
         """Queue a cell; one that failed gets one more try in this command, no more."""
         if exp is not None:  # failed: its one retry
             if cell.experiment in self.retried:
@@ -176,11 +176,11 @@ class Runner:
         self.orphan_looks = {name: self.orphan_looks.get(name, 0) + 1 for name in gone}
         for exp in running:
             if self.orphan_looks.get(exp.name, 0) >= 2:
-                self.say(f"{self.label}: {exp.name} shows as running, its process is gone: stopped")
+                self.log(f"{self.label}: {exp.name} shows as running, its process is gone: stopped")
                 self.experiments.kill(exp)
                 del self.orphan_looks[exp.name]
 
-    def _settle(self, cell: Cell, exp: Found | None) -> RunResult | None:
+    def _settle(self, cell: Cell, exp: ExperimentRecord | None) -> RunResult | None:
         """The cell's result once it has one; None while it is queued, running or re-queued."""
         if exp is not None and exp.state == "success":
             return self._finished(cell, exp)
@@ -212,7 +212,7 @@ class Runner:
         if left:
             minutes = (self.clock() - started) / done_here * left / 60
             eta = f" · about {max(1, round(minutes))} min left"
-        self.say(
+        self.log(
             f"{self.label}: {len(results)}/{total} done · {cell.remedy}{rate} s{cell.seed} "
             f"{result.verdict}{shown}{eta}"
         )

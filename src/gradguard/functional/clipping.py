@@ -31,8 +31,8 @@ def tensor_square_sums(grads: Sequence) -> object:
         import tensorflow as tf
 
         # TensorFlow runs Square and Sum as two kernels, the squares written out in between;
-        # L2Loss (sum / 2) is one pass: the default CNN's sums 20 % faster (0.56 -> 0.45 ms,
-        # 2 CPU cores). Doubling is exact. XLA (JAX) fuses the two by itself.
+        # L2Loss (sum / 2) is one pass (measured in docs/benchmarks.md). Doubling is exact.
+        # XLA (JAX) fuses the two by itself.
         return ops.stack([tf.nn.l2_loss(g) for g in present]) * 2.0
     return ops.stack([ops.sum(ops.square(g)) for g in present])
 

@@ -74,7 +74,7 @@ def spike_check(
             median = window_percentile(state.history, filled, 50.0)
             return ops.logical_and(median > 0, norm > warmup_factor * median)
 
-        # A cond: the sort runs in the warm-up only (~0.2 ms a step on 2 CPU cores).
+        # A cond: the sort runs in the warm-up only (its cost: docs/benchmarks.md).
         not_judged = lambda: ops.convert_to_tensor(False)  # noqa: E731
         above = ops.logical_or(above, lazy_cond(ready, not_judged, early))
     is_spike = ops.logical_and(finite, above)

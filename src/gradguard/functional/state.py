@@ -36,8 +36,21 @@ STATS = {
 }
 
 
-# Columns of the step log, before one column per layer (that layer's gradient norm).
-STEP_LOG_COLUMNS = ("pre_clip_norm", "post_clip_norm", "threshold", "event", "batch_loss")
+class StepRow(NamedTuple):
+    """One step of `GradientGuard.read_step_log`."""
+
+    step: int  # the guard's global step (skipped updates count)
+    pre_clip_norm: float
+    post_clip_norm: float
+    threshold: float  # the global-norm bound in force (inf: none)
+    event: int  # 0 ordinary, 1 gradient-norm spike, 2 non-finite, 3 batch-loss spike, 4 collapse
+    batch_loss: float  # +Inf where the trainer does not hand the loss over (JAX)
+    layer_norms: dict  # layer name -> its pre-clip gradient norm
+
+
+# Columns of the step log, before one column per layer (that layer's gradient norm):
+# StepRow's fields but the step (counted on the host) and the layer norms.
+STEP_LOG_COLUMNS = StepRow._fields[1:-1]
 
 
 # Packed variables of the guard's scalar statistics, by dtype; the batch loss keeps its own
@@ -73,18 +86,6 @@ class PackedStat:
     @property
     def dtype(self):
         return self.variable.dtype
-
-
-class StepRow(NamedTuple):
-    """One step of `GradientGuard.read_step_log`."""
-
-    step: int  # the guard's global step (skipped updates count)
-    pre_clip_norm: float
-    post_clip_norm: float
-    threshold: float  # the global-norm bound in force (inf: none)
-    event: int  # 0 ordinary, 1 gradient-norm spike, 2 non-finite, 3 batch-loss spike, 4 collapse
-    batch_loss: float  # +Inf where the trainer does not hand the loss over (JAX)
-    layer_norms: dict  # layer name -> its pre-clip gradient norm
 
 
 def state_specs(config: GuardConfig, layout: Layout) -> dict:

@@ -15,6 +15,7 @@ from keras import ops
 from gradguard.functional import clipping, detection
 from gradguard.functional.clipping import AutoClipState, ZScoreState
 from gradguard.functional.detection import CollapseState, SpikeState
+from gradguard.functional.state import STEP_LOG_COLUMNS
 from gradguard.settings import (
     BOUNDS,
     CLIP_MODES,
@@ -216,12 +217,14 @@ def guard_step(
     new.update(_window(state, pre, layer_norms, finite, was_clipped))
     event = _event_code(finite, is_spike, is_loss_spike, is_collapse)
     event_flag = any_spike if is_collapse is None else ops.logical_or(any_spike, is_collapse)
-    row = ops.concatenate(
-        [
-            ops.stack([pre, post, ops.cast(threshold, "float32"), event, new["batch_loss"]]),
-            layer_norms,
-        ]
-    )
+    columns = {
+        "pre_clip_norm": pre,
+        "post_clip_norm": post,
+        "threshold": ops.cast(threshold, "float32"),
+        "event": event,
+        "batch_loss": new["batch_loss"],
+    }
+    row = ops.concatenate([ops.stack([columns[name] for name in STEP_LOG_COLUMNS]), layer_norms])
     slot = ops.mod(state["step_log_count"], config.step_log_size)
     new.update(
         pre_clip_norm=pre,

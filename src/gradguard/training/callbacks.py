@@ -208,3 +208,24 @@ class Progress(keras.callbacks.Callback):
         if time.monotonic() - self.last >= self.every_s:
             self.last = time.monotonic()
             print(f"train: epoch {self.epoch + 1}, step {batch + 1}/{self.steps}", flush=True)
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """`EarlyStopping` on a quantity to minimise that can start from a saved state.
+
+    Its best value starts at +inf rather than None, so a NaN first epoch (a
+    diverged run) never counts as an improvement, as in `ModelCheckpoint` with
+    `initial_value_threshold=inf`.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, mode="min", **kwargs)
+        self._initial = (0, math.inf, 0, None)
+
+    def go_on_from(self, wait: int, best: float | None, best_epoch: int, weights) -> None:
+        """Start from an interrupted run's counter, best value, epoch and weights."""
+        self._initial = (wait, math.inf if best is None else best, best_epoch, weights)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self.wait, self.best, self.best_epoch, self.best_weights = self._initial

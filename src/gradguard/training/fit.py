@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -13,69 +11,16 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from gradguard.io import fingerprint
 from gradguard.params import Params
-from gradguard.training.callbacks import DivergenceMonitor, GradientStatsLogger, read_stats
-from gradguard.training.models import build_cnn, build_optimizer, load_model
-from gradguard.training.recovery import ExplosionRecovery
-from gradguard.training.resume import (
+from gradguard.training.callbacks import (
+    DivergenceMonitor,
+    GradientStatsLogger,
     ResumableEarlyStopping,
-    ResumeState,
-    SaveResumeState,
-    restore_random_states,
+    read_stats,
 )
-
-
-def configure_determinism(seed: int) -> None:
-    """Seed Python, NumPy and the backend; make TensorFlow's ops deterministic.
-
-    Uses the GPU when TensorFlow sees one: nothing here pins a device.
-    """
-    keras.utils.set_random_seed(seed)
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
-
-
-@contextlib.contextmanager
-def training_context(distribute: str, mixed_precision: bool):
-    """Build and compile inside this: the distribution scope and the dtype policy.
-
-    The global dtype policy is restored on exit; the model keeps the policy it
-    was built with.
-
-    `distribute="multihost"` needs the distribution `gradguard.training.multihost.initialize`
-    set.
-
-    Raises:
-        ValueError: `distribute="mirrored"` on a backend other than TensorFlow;
-            `"multihost"` without the JAX backend's distribution.
-    """
-    backend = keras.backend.backend()
-    if distribute == "mirrored" and backend != "tensorflow":
-        raise ValueError(
-            f"train.distribute={distribute!r} needs the TensorFlow backend; this is {backend!r}"
-        )
-    distributed = backend == "jax" and keras.distribution.distribution() is not None
-    if distribute == "multihost" and not distributed:
-        raise ValueError(
-            "train.distribute='multihost' needs the JAX backend and "
-            "gradguard.training.multihost.initialize() called first"
-        )
-    previous = keras.config.dtype_policy()
-    if mixed_precision:
-        keras.config.set_dtype_policy("mixed_float16")
-    try:
-        if distribute in ("none", "multihost"):  # multihost: Keras's global distribution
-            yield
-        else:
-            from gradguard._tf_distribute import strategy_scope
-
-            with strategy_scope(distribute):
-                yield
-    finally:
-        keras.config.set_dtype_policy(previous)
+from gradguard.training.models import build_cnn, build_optimizer, training_context
+from gradguard.training.recovery import ExplosionRecovery
+from gradguard.training.resume import ResumeState, SaveResumeState, Snapshot
 
 
 def host_global_norm(variables) -> float:
@@ -102,15 +47,6 @@ def _shape_and_classes(train, val) -> tuple[tuple[int, ...], int]:
     if isinstance(train, keras.utils.PyDataset):
         return tuple(train.image_shape), max(train.num_classes, val.num_classes)
     return train[0].shape[1:], int(max(train[1].max(), val[1].max())) + 1
-
-
-def run_fingerprint(params: Params, *arrays: np.ndarray) -> str:
-    """Identifies a training run: the params it reads and the data it sees."""
-    train_params = dataclasses.asdict(params)
-    for section in ("data", "augment", "evaluate"):
-        train_params.pop(section)
-    blob = json.dumps(train_params, sort_keys=True).encode()
-    return fingerprint(np.frombuffer(blob, np.uint8), *arrays)
 
 
 @dataclasses.dataclass
@@ -150,11 +86,12 @@ def fit(
     checkpoint: str | Path,
     resume: ResumeState,
     live_dir: str | Path,
+    snapshot: Snapshot | None = None,
     extra_callbacks=(),
     on_step_log=None,
     verbose: int = 2,
 ) -> tuple[keras.Model, TrainResult]:
-    """Train the CNN the params describe, resuming an interrupted run of the same params.
+    """Train the model the params describe, or go on from an interrupted run's `snapshot`.
 
     Args:
         params: validated params.
@@ -163,9 +100,9 @@ def fit(
             `train.distribute: multihost`, sequences of full batches (each
             process's share), whose sample weights the loss and accuracy honour.
         checkpoint: where `ModelCheckpoint` keeps the best model by `val_loss`.
-        resume: the resume state of this run (see `gradguard.training.resume`); the caller
-            restores it (files) before and clears it after.
-        live_dir: the DVCLive folder, saved with the resume state.
+        resume: where each epoch's `Snapshot` is saved (see `gradguard.training.resume`).
+        live_dir: the DVCLive folder, saved with the snapshot.
+        snapshot: what `ResumeState.restore` loaded, to go on from; None for a fresh run.
         extra_callbacks: run after the gradient logger (e.g. DVCLive's callback,
             which then logs the gradient statistics too).
         on_step_log: receives each epoch's per-step gradient norms (see
@@ -176,18 +113,13 @@ def fit(
         The model with its best weights restored, and the `TrainResult`.
     """
     started = time.perf_counter()
-    state_file = resume.folder / "state.json"
-    saved = json.loads(state_file.read_text()) if state_file.is_file() else {}
-    model = _compiled_model(params, train, val, resume if saved else None)
-    if saved:  # model.save does not keep dropout's seed generators
-        restore_random_states(model, resume.load_arrays())
-    best_weights = (
-        load_model(checkpoint).get_weights() if saved and Path(checkpoint).is_file() else None
+    model = snapshot.model if snapshot else _compiled_model(params, train, val)
+    initial_norm = (
+        snapshot.initial_weight_norm if snapshot else host_global_norm(model.trainable_weights)
     )
-    initial_norm = saved.get("initial_weight_norm") or host_global_norm(model.trainable_weights)
-    guard = unwrap_guard(model.optimizer)
-    watch = _Watchers.create(params, guard, checkpoint, saved, best_weights, on_step_log)
-    watch.recovery.restore(saved.get("recovery", {}), resume.load_arrays() if saved else {})
+    watch = _Watchers.create(params, unwrap_guard(model.optimizer), checkpoint, on_step_log)
+    if snapshot:
+        watch.go_on_from(snapshot)
     callbacks = [
         watch.stats,
         *extra_callbacks,
@@ -195,9 +127,9 @@ def fit(
         watch.divergence,
         watch.checkpointer,
         watch.early_stopping,
-        watch.saver(resume, checkpoint, live_dir, initial_norm),
+        SaveResumeState(resume, checkpoint, live_dir, lambda e: watch.snapshot(e, initial_norm)),
     ]
-    initial_epoch = saved["epoch"] + 1 if saved else 0
+    initial_epoch = snapshot.epoch + 1 if snapshot else 0
     if isinstance(train, keras.utils.PyDataset):
         train.epoch = initial_epoch  # its shuffle order is a function of the epoch
         callbacks.insert(0, train.epoch_callback())
@@ -224,11 +156,9 @@ def unwrap_guard(optimizer):
     return optimizer
 
 
-def _compiled_model(params: Params, train, val, resume: ResumeState | None) -> keras.Model:
-    """The resumed model, or the CNN of the params compiled with the guarded optimizer."""
+def _compiled_model(params: Params, train, val) -> keras.Model:
+    """The CNN of the params compiled with the guarded optimizer."""
     with training_context(params.train.distribute, params.train.mixed_precision):
-        if resume is not None:
-            return resume.load_model()
         input_shape, num_classes = _shape_and_classes(train, val)
         model = build_cnn(
             input_shape, num_classes, params.model, params.init, params.init_scale, params.seed
@@ -254,15 +184,11 @@ class _Watchers:
     early_stopping: ResumableEarlyStopping
 
     @classmethod
-    def create(
-        cls, params: Params, guard, checkpoint, saved: dict, best_weights, on_step_log=None
-    ) -> _Watchers:
+    def create(cls, params: Params, guard, checkpoint, on_step_log=None) -> _Watchers:
         knobs = params.train
-        stats = GradientStatsLogger(guard, on_step_log)
-        stats.restore(saved.get("gradient_stats", {}))
         return cls(
             guard=guard,
-            stats=stats,
+            stats=GradientStatsLogger(guard, on_step_log),
             divergence=DivergenceMonitor(guard),
             recovery=ExplosionRecovery(
                 guard,
@@ -277,33 +203,39 @@ class _Watchers:
                 monitor="val_loss",
                 mode="min",
                 save_best_only=True,
-                initial_value_threshold=saved.get("checkpoint_best") or float("inf"),
+                initial_value_threshold=math.inf,  # a NaN first epoch is never the best
             ),
             early_stopping=ResumableEarlyStopping(
-                monitor="val_loss",
-                patience=knobs.patience,
-                restore_best_weights=True,
-                initial_wait=saved.get("early_stopping_wait", 0),
-                initial_best=saved.get("early_stopping_best"),
-                initial_best_epoch=saved.get("best_epoch"),
-                initial_weights=best_weights,
+                monitor="val_loss", patience=knobs.patience, restore_best_weights=True
             ),
         )
 
-    def saver(self, resume: ResumeState, checkpoint, live_dir, initial_norm) -> SaveResumeState:
-        """The callback that saves everything these watchers need to go on after a kill."""
-        return SaveResumeState(
-            resume,
-            checkpoint,
-            live_dir,
-            self.checkpointer,
-            self.early_stopping,
-            extras=lambda: {
-                "gradient_stats": self.stats.state(),
-                "recovery": self.recovery.state(),
-                "initial_weight_norm": initial_norm,
-            },
-            arrays=self.recovery.snapshot_arrays,
+    def go_on_from(self, snapshot: Snapshot) -> None:
+        """Continue each watcher where an interrupted run's snapshot left it."""
+        self.stats.restore(snapshot.gradient_stats)
+        self.recovery.restore(snapshot.recovery, snapshot.arrays)
+        if snapshot.checkpoint_best is not None:
+            self.checkpointer.best = snapshot.checkpoint_best
+        self.early_stopping.go_on_from(
+            snapshot.early_stopping_wait,
+            snapshot.early_stopping_best,
+            snapshot.best_epoch,
+            snapshot.best_weights,
+        )
+
+    def snapshot(self, epoch: int, initial_norm: float) -> Snapshot:
+        """This epoch's `Snapshot` of the watchers (the saver adds the model)."""
+        stopping = self.early_stopping
+        return Snapshot(
+            epoch=epoch,
+            checkpoint_best=self.checkpointer.best,
+            early_stopping_wait=stopping.wait,
+            early_stopping_best=stopping.best,
+            best_epoch=stopping.best_epoch,
+            initial_weight_norm=initial_norm,
+            gradient_stats=self.stats.state(),
+            recovery=self.recovery.state(),
+            arrays=self.recovery.snapshot_arrays(),
         )
 
     def result(self, initial_norm, initial_epoch: int, epochs: int, seconds) -> TrainResult:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 
@@ -237,3 +238,55 @@ def load_model(path) -> keras.Model:
     import gradguard.loss_scale  # noqa: F401  (registers GuardedLossScaleOptimizer)
 
     return keras.models.load_model(path, safe_mode=True)
+
+
+def configure_determinism(seed: int) -> None:
+    """Seed Python, NumPy and the backend; make TensorFlow's ops deterministic.
+
+    Uses the GPU when TensorFlow sees one: nothing here pins a device.
+    """
+    keras.utils.set_random_seed(seed)
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+@contextlib.contextmanager
+def training_context(distribute: str, mixed_precision: bool):
+    """Build and compile inside this: the distribution scope and the dtype policy.
+
+    The global dtype policy is restored on exit; the model keeps the policy it
+    was built with.
+
+    `distribute="multihost"` needs the distribution `gradguard.training.multihost.initialize`
+    set.
+
+    Raises:
+        ValueError: `distribute="mirrored"` on a backend other than TensorFlow;
+            `"multihost"` without the JAX backend's distribution.
+    """
+    backend = keras.backend.backend()
+    if distribute == "mirrored" and backend != "tensorflow":
+        raise ValueError(
+            f"train.distribute={distribute!r} needs the TensorFlow backend; this is {backend!r}"
+        )
+    distributed = backend == "jax" and keras.distribution.distribution() is not None
+    if distribute == "multihost" and not distributed:
+        raise ValueError(
+            "train.distribute='multihost' needs the JAX backend and "
+            "gradguard.training.multihost.initialize() called first"
+        )
+    previous = keras.config.dtype_policy()
+    if mixed_precision:
+        keras.config.set_dtype_policy("mixed_float16")
+    try:
+        if distribute in ("none", "multihost"):  # multihost: Keras's global distribution
+            yield
+        else:
+            from gradguard._tf_distribute import strategy_scope
+
+            with strategy_scope(distribute):
+                yield
+    finally:
+        keras.config.set_dtype_policy(previous)

@@ -90,7 +90,6 @@ class ExplosionRecovery(keras.callbacks.Callback):
         return {
             "rollbacks": self.rollbacks,
             "events": self.events,
-            "snapshot_step": steps[-1] if steps else None,  # the newest
             "snapshot_steps": steps,  # oldest first
             "last_snapshot_at": self._last_snapshot_at,
             "doomed": self._doomed,
@@ -110,15 +109,10 @@ class ExplosionRecovery(keras.callbacks.Callback):
         return arrays
 
     def restore(self, state: dict, arrays: dict) -> None:
-        """Go on from `state()` and `snapshot_arrays()` of an interrupted run.
-
-        A state with `snapshot_step` only (one snapshot, as saved before `keep`)
-        is read as that one snapshot.
-        """
-        self.rollbacks = state.get("rollbacks", 0)
-        self.events = list(state.get("events", []))
-        newest = state.get("snapshot_step")
-        steps = state.get("snapshot_steps") or ([] if newest is None else [newest])
+        """Go on from `state()` and `snapshot_arrays()` of an interrupted run."""
+        self.rollbacks = state["rollbacks"]
+        self.events = list(state["events"])
+        steps = state["snapshot_steps"]
         if not arrays or not steps:
             return
 
@@ -131,8 +125,8 @@ class ExplosionRecovery(keras.callbacks.Callback):
             prefix = f"older{back}_" if back else ""
             snapshots.insert(0, (step, pick(f"{prefix}weight_"), pick(f"{prefix}slot_")))
         self._snapshots = snapshots[-self.keep :]
-        self._last_snapshot_at = state.get("last_snapshot_at", steps[-1])
-        self._doomed = bool(state.get("doomed", False))
+        self._last_snapshot_at = state["last_snapshot_at"]
+        self._doomed = state["doomed"]
 
     # -- during training -------------------------------------------------------------
 

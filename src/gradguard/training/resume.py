@@ -6,22 +6,76 @@ its `val_loss`, early stopping's counter, and the DVCLive folder (so the
 metrics' step continues). The state sits in `<root>/<fingerprint>/`, where the
 fingerprint covers the params and data it belongs to: a run with other params
 never resumes it. It is removed when training completes.
+
+This module alone reads and writes that folder: `Snapshot` is its one typed
+record, `ResumeState.restore` loads it once, `SaveResumeState` saves it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from gradguard.io import atomic_path, write_json
+from gradguard.io import atomic_path, fingerprint, write_json
+from gradguard.params import Params
 
 _STATE = "state.json"
 _ARRAYS = "arrays.npz"
+_MODEL = "model.keras"
+_BEST = "best.keras"
+_LIVE = "live"
+
+
+def run_fingerprint(params: Params, *arrays: np.ndarray) -> str:
+    """Identifies a training run: the params it reads and the data it sees."""
+    train_params = dataclasses.asdict(params)
+    for section in ("data", "augment", "evaluate"):
+        train_params.pop(section)
+    blob = json.dumps(train_params, sort_keys=True).encode()
+    return fingerprint(np.frombuffer(blob, np.uint8), *arrays)
+
+
+@dataclasses.dataclass
+class Snapshot:
+    """What a run keeps at an epoch's end to go on after a kill.
+
+    The JSON-able fields go to `state.json`, `arrays` to one `.npz`; on
+    restore, `model` is the model as of that epoch (optimizer state and the
+    seed generators' states included) and `best_weights` the best checkpoint's.
+    """
+
+    epoch: int  # 0-based, the last completed one
+    checkpoint_best: float | None  # ModelCheckpoint's best val_loss
+    early_stopping_wait: int
+    early_stopping_best: float | None
+    best_epoch: int  # 0-based, EarlyStopping's
+    initial_weight_norm: float  # of the trainable weights before training
+    gradient_stats: dict  # GradientStatsLogger.state()
+    recovery: dict  # ExplosionRecovery.state()
+    arrays: dict = dataclasses.field(default_factory=dict)  # e.g. rollback snapshots
+    model: keras.Model | None = None
+    best_weights: list | None = None
+
+    _FILES = ("arrays", "model", "best_weights")  # not in state.json
+
+    def __post_init__(self):  # callbacks start from inf: JSON has no such number
+        self.checkpoint_best = _finite_or_none(self.checkpoint_best)
+        self.early_stopping_best = _finite_or_none(self.early_stopping_best)
+
+    def state(self) -> dict:
+        """The fields `state.json` holds."""
+        return {
+            field.name: getattr(self, field.name)
+            for field in dataclasses.fields(self)
+            if field.name not in self._FILES
+        }
 
 
 class ResumeState:
@@ -36,33 +90,31 @@ class ResumeState:
         self.root = Path(root)
         self.folder = self.root / fingerprint
 
-    def restore(self, checkpoint: str | Path, live_dir: str | Path) -> dict | None:
-        """Put the saved checkpoint and DVCLive folder back; return the saved state or None."""
+    def restore(self, checkpoint: str | Path, live_dir: str | Path) -> Snapshot | None:
+        """Put the saved checkpoint and DVCLive folder back; return the `Snapshot` or None.
+
+        Load inside the training context (distribution scope, dtype policy) the
+        model will train in.
+        """
+        from gradguard.training.models import load_model
+
         state_file = self.folder / _STATE
         if not state_file.is_file():
             return None
-        state = json.loads(state_file.read_text(encoding="utf-8"))
-        if (self.folder / "best.keras").is_file():
+        snapshot = Snapshot(**json.loads(state_file.read_text(encoding="utf-8")))
+        if (self.folder / _BEST).is_file():
             Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(self.folder / "best.keras", checkpoint)
-        if (self.folder / "live").is_dir():
+            shutil.copyfile(self.folder / _BEST, checkpoint)
+            snapshot.best_weights = load_model(checkpoint).get_weights()
+        if (self.folder / _LIVE).is_dir():
             shutil.rmtree(live_dir, ignore_errors=True)
-            shutil.copytree(self.folder / "live", live_dir)
-        return state
-
-    def load_arrays(self) -> dict:
-        """The arrays saved with the state (e.g. a rollback snapshot); {} if none."""
-        path = self.folder / _ARRAYS
-        if not path.is_file():
-            return {}
-        with np.load(path, allow_pickle=False) as saved:
-            return {key: saved[key] for key in saved.files}
-
-    def load_model(self) -> keras.Model:
-        """The model (with optimizer state) as of the last completed epoch."""
-        from gradguard.training.models import load_model
-
-        return load_model(self.folder / "model.keras")
+            shutil.copytree(self.folder / _LIVE, live_dir)
+        if (self.folder / _ARRAYS).is_file():
+            with np.load(self.folder / _ARRAYS, allow_pickle=False) as saved:
+                snapshot.arrays = {key: saved[key] for key in saved.files}
+        snapshot.model = load_model(self.folder / _MODEL)
+        restore_random_states(snapshot.model, snapshot.arrays)
+        return snapshot
 
     def clear(self) -> None:
         """Delete this run's resume state (training completed)."""
@@ -81,45 +133,28 @@ class SaveResumeState(keras.callbacks.Callback):
         state: where to save.
         checkpoint: the best-model file `ModelCheckpoint` writes.
         live_dir: the DVCLive folder.
-        checkpointer: the `ModelCheckpoint`, for its best value.
-        early_stopping: the `EarlyStopping`, for its counter, best value and epoch.
-        extras: returns more JSON-able state to keep (e.g. running statistics).
-        arrays: returns named arrays to keep (e.g. a rollback snapshot), read back
-            with `ResumeState.load_arrays`.
+        snapshot: returns the epoch's `Snapshot` (its `model` is this callback's model).
     """
 
-    def __init__(
-        self, state, checkpoint, live_dir, checkpointer, early_stopping, extras=None, arrays=None
-    ):
+    def __init__(self, state, checkpoint, live_dir, snapshot: Callable[[int], Snapshot]):
         super().__init__()
         self.state = state
         self.checkpoint, self.live_dir = Path(checkpoint), Path(live_dir)
-        self.checkpointer, self.early_stopping = checkpointer, early_stopping
-        self.extras, self.arrays = extras or dict, arrays or dict
+        self.snapshot = snapshot
 
     def on_epoch_end(self, epoch, logs=None):
+        snapshot = self.snapshot(epoch)
         with atomic_path(self.state.folder) as folder:
             folder.mkdir()
-            self.model.save(folder / "model.keras")
+            self.model.save(folder / _MODEL)
             if self.checkpoint.is_file():
-                shutil.copyfile(self.checkpoint, folder / "best.keras")
+                shutil.copyfile(self.checkpoint, folder / _BEST)
             if self.live_dir.is_dir():
-                shutil.copytree(self.live_dir, folder / "live")
-            arrays = {**self.arrays(), **random_states(self.model)}
+                shutil.copytree(self.live_dir, folder / _LIVE)
+            arrays = {**snapshot.arrays, **random_states(self.model)}
             if arrays:
                 np.savez(folder / _ARRAYS, **arrays)
-            stopping = self.early_stopping
-            write_json(
-                folder / _STATE,
-                {
-                    "epoch": epoch,
-                    "checkpoint_best": _finite_or_none(self.checkpointer.best),
-                    "early_stopping_wait": stopping.wait,
-                    "early_stopping_best": _finite_or_none(stopping.best),
-                    "best_epoch": stopping.best_epoch,
-                    **self.extras(),
-                },
-            )
+            write_json(folder / _STATE, snapshot.state())
 
 
 RNG_PREFIX = "rng_"  # the arrays of the model's random states (dropout's seed generators)
@@ -151,31 +186,3 @@ def restore_random_states(model, arrays: dict) -> None:
 
 def _finite_or_none(value):
     return float(value) if value is not None and math.isfinite(float(value)) else None
-
-
-class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-    """`EarlyStopping` on a quantity to minimise that can start from a saved state.
-
-    Its best value starts at +inf rather than None, so a NaN first epoch (a
-    diverged run) never counts as an improvement, as in `ModelCheckpoint` with
-    `initial_value_threshold=inf`.
-    """
-
-    def __init__(
-        self,
-        *args,
-        initial_wait=0,
-        initial_best=None,
-        initial_best_epoch=None,
-        initial_weights=None,
-        **kwargs,
-    ):
-        super().__init__(*args, mode="min", **kwargs)
-        self._initial = (initial_wait, initial_best, initial_best_epoch, initial_weights)
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        self.wait, best, best_epoch, weights = self._initial
-        self.best = math.inf if best is None else best
-        self.best_epoch = best_epoch or 0
-        self.best_weights = weights

@@ -1,10 +1,12 @@
 """The train stage's run sequence: streams in, resume state restored, DVCLive, fit, outputs out.
 
-`train` is what `python -m stages.train` calls: one process, one process of a
-JAX cluster, or the supervisor of local workers (`gradguard.training.local`).
-`run_training` is one process's run: restore an interrupted run of the same
-params and data, fit with DVCLive logging, write the model and the run files,
-clear the resume state. Process 0 alone writes the outputs.
+`train` is what `python -m stages.train` calls: it decides which processes
+train (one, one of a JAX cluster, or the supervisor of local workers, see
+`gradguard.training.local`). Each process then makes one run in two functions:
+`run_training` owns the files and DVCLive (restore an interrupted run of the
+same params and data, write the model and the run files, clear the resume
+state), `gradguard.training.fit.fit` owns Keras's fit. Process 0 alone writes
+the outputs.
 """
 
 from __future__ import annotations
@@ -65,8 +67,8 @@ def train(
         return None
     cluster = multihost.cluster_from_env() if in_cluster else multihost.ALONE
     with tempfile.TemporaryDirectory(prefix="gradguard-train-") as scratch:
-        own = files if cluster.chief else files.elsewhere(scratch)  # the chief alone writes
-        result = run_training(own, params, cluster, log=log)
+        writes_to = files if cluster.chief else files.elsewhere(scratch)  # the chief alone
+        result = run_training(writes_to, params, cluster, log=log)
         multihost.shutdown(cluster)
     return result if cluster.chief else None
 
@@ -79,68 +81,58 @@ def _streams(files: RunFiles, params: Params, cluster: multihost.Cluster):
     train_sets = [files.prepared / "train", files.augmented]
     val_set = files.prepared / "val"
     knobs = params.train
-    share = {
+    per_process = {
         "full_batches": knobs.distribute == "multihost",
         "processes": cluster.processes,
         "process": cluster.process,
     }
     train = ShardSequence(
-        train_sets, knobs.batch_size, seed=params.seed, buffer=knobs.shuffle_buffer, **share
+        train_sets, knobs.batch_size, seed=params.seed, buffer=knobs.shuffle_buffer, **per_process
     )
-    val = ShardSequence(val_set, knobs.batch_size, **share)
+    val = ShardSequence(val_set, knobs.batch_size, **per_process)
     data_id = "".join(read_index(folder)["fingerprint"] for folder in (*train_sets, val_set))
-    return train, val, np.frombuffer(data_id.encode(), np.uint8)
+    return train, val, (np.frombuffer(data_id.encode(), np.uint8),)
 
 
 def _restore(files: RunFiles, params: Params, cluster, data_id: Sequence[np.ndarray], log):
-    """The run's `ResumeState`, its files put back; and whether it resumes."""
-    from gradguard.training.fit import run_fingerprint
-    from gradguard.training.resume import ResumeState
+    """The run's `ResumeState` and the `Snapshot` it resumes from (None: a fresh run)."""
+    from gradguard.training.models import training_context
+    from gradguard.training.resume import ResumeState, run_fingerprint
 
     resume = ResumeState(files.resume_dir, run_fingerprint(params, *data_id))
     if cluster.processes > 1:  # every process resumes from the chief's state
         multihost.broadcast_folder(resume.folder, source=cluster.chief)
-    saved = resume.restore(files.model, files.live)
-    if saved is not None and cluster.chief:
-        log(f"train: resuming after epoch {saved['epoch'] + 1} from {resume.folder}")
-    elif saved is None:  # DVCLive starts its own files afresh; the step log must too
+    with training_context(params.train.distribute, params.train.mixed_precision):
+        snapshot = resume.restore(files.model, files.live)  # loaded where it will train
+    if snapshot is not None and cluster.chief:
+        log(f"train: resuming after epoch {snapshot.epoch + 1} from {resume.folder}")
+    elif snapshot is None:  # DVCLive starts its own files afresh; the step log must too
         shutil.rmtree(LiveFolder(files.live).steps, ignore_errors=True)
-    return resume, saved is not None
+    return resume, snapshot
 
 
 def run_training(
     files: RunFiles,
     params: Params,
     cluster: multihost.Cluster = multihost.ALONE,
-    log: Callable = print,
-):
-    """One process's training run on the shard sets of `files`; see `train_on`."""
-    if params.train.distribute == "multihost":
-        multihost.initialize(cluster)
-    train_data, val_data, data_id = _streams(files, params, cluster)
-    return train_on(train_data, val_data, (data_id,), files, params, cluster=cluster, log=log)
-
-
-def train_on(
-    train_data,
-    val_data,
-    data_id: Sequence[np.ndarray],
-    files: RunFiles,
-    params: Params,
     *,
-    cluster: multihost.Cluster = multihost.ALONE,
+    data: tuple | None = None,
     log: Callable = print,
     extra_callbacks: Sequence = (),
 ):
-    """Train on `train_data`, resuming an interrupted run of the same params and data.
+    """One process's training run: the files and DVCLive around `gradguard.training.fit.fit`.
+
+    Resumes an interrupted run of the same params and data, fits with DVCLive
+    logging, writes the model and the run files, and clears the resume state.
 
     Args:
-        train_data, val_data: `ShardSequence`s, or `(x, y)` arrays.
-        data_id: arrays that identify the data (with the params, they name the
-            resume state: a run on other data never resumes it).
-        files: where the model, the DVCLive folder and the resume state go.
+        files: where the data is read and the model, the DVCLive folder and the
+            resume state go.
         params: validated params.
         cluster: this process's cluster (multi-host training).
+        data: `(train, val, data_id)` to train on instead of the shard sets of
+            `files`: `(x, y)` arrays, and arrays that identify them (with the
+            params, they name the resume state: a run on other data never resumes it).
         log: receives the run's lines (resuming, the cluster).
         extra_callbacks: more Keras callbacks, run after the epoch logger.
 
@@ -150,20 +142,23 @@ def train_on(
     from dvclive import Live
 
     from gradguard.training.callbacks import EpochMetricsLogger, Progress
-    from gradguard.training.fit import configure_determinism, fit
+    from gradguard.training.fit import fit
     from gradguard.training.live import append_step_log
-    from gradguard.training.models import collapse_check_off
+    from gradguard.training.models import collapse_check_off, configure_determinism
 
+    if params.train.distribute == "multihost":
+        multihost.initialize(cluster)
+    train_data, val_data, data_id = data or _streams(files, params, cluster)
     configure_determinism(params.seed)
-    resume, resumed = _restore(files, params, cluster, data_id, log)
-    off = collapse_check_off(params)
-    if off is not None and cluster.chief:
-        log(f"train: no collapse check (train.collapse_window): {off}")
+    resume, snapshot = _restore(files, params, cluster, data_id, log)
+    why_not = collapse_check_off(params)
+    if why_not is not None and cluster.chief:
+        log(f"train: no collapse check (train.collapse_window): {why_not}")
     if cluster.chief and cluster.processes > 1:
         log(f"train: process 0 of {cluster.processes}, coordinator {cluster.coordinator}")
     folder = LiveFolder(files.live)
     record = (
-        Live(dir=str(files.live), dvcyaml=False, save_dvc_exp=False, resume=resumed)
+        Live(dir=str(files.live), dvcyaml=False, save_dvc_exp=False, resume=snapshot is not None)
         if cluster.chief
         else NoLive()
     )
@@ -177,6 +172,7 @@ def train_on(
             checkpoint=files.model,
             resume=resume,
             live_dir=files.live,
+            snapshot=snapshot,
             extra_callbacks=[EpochMetricsLogger(live), *progress, *extra_callbacks],
             on_step_log=lambda rows: append_step_log(folder, rows),
             verbose=2 if cluster.chief else 0,

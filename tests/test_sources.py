@@ -1,4 +1,4 @@
-"""Data sources, their errors, and the stratified split."""
+"""gradguard.data.sources: the built-in, .npz and folder sources, and their errors."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import pytest
 from PIL import Image
 
 from gradguard.data.sources import load_source, normalise_images
-from gradguard.data.splits import check_labels, split
+from gradguard.data.splits import check_labels
 from gradguard.errors import DataError
-from gradguard.io import fingerprint
 from gradguard.params import DataParams
 
 
@@ -18,29 +17,6 @@ def test_digits_are_resized_scaled_and_labelled():
     assert x.shape == (1797, 16, 16, 1) and x.dtype == np.uint8  # one byte a pixel
     assert x.min() == 0 and x.max() == 255  # the digits' 0..16 scale spans 0..255
     assert y.dtype == np.int32 and sorted(set(y.tolist())) == list(range(10))
-
-
-def test_split_is_stratified_disjoint_and_seeded():
-    x = np.arange(100, dtype=np.float32).reshape(100, 1, 1, 1)
-    y = np.repeat(np.arange(4), 25).astype(np.int32)
-    params = DataParams(val_fraction=0.2, test_fraction=0.2)
-    parts = split(x, y, params, seed=3)
-    sizes = {name: len(part[1]) for name, part in parts.items()}
-    assert sizes == {"train": 60, "val": 20, "test": 20}
-    for _, labels in parts.values():  # 25 per class -> 15 / 5 / 5
-        assert np.bincount(labels).tolist() in ([15] * 4, [5] * 4)
-    ids = np.concatenate([part[0].ravel() for part in parts.values()])
-    assert sorted(ids.tolist()) == list(range(100))  # every image exactly once
-    again = split(x, y, params, seed=3)
-    assert fingerprint(*parts["test"]) == fingerprint(*again["test"])
-    assert fingerprint(*split(x, y, params, seed=4)["test"]) != fingerprint(*parts["test"])
-
-
-def test_a_class_too_small_to_split_is_refused():
-    x = np.zeros((32, 4, 4, 1), np.float32)
-    y = np.array([0] * 15 + [1] * 15 + [2] * 2, np.int32)
-    with pytest.raises(DataError, match="class 2 has 2 image"):
-        split(x, y, DataParams(), seed=0)
 
 
 def test_npz_source_reads_uint8_and_converts_rgb(tmp_path):
@@ -176,22 +152,3 @@ def test_helpers_accept_good_arrays_unchanged():
     x = normalise_images(np.full((2, 3, 3, 1), 7, np.uint8), "x")
     assert x.shape == (2, 3, 3, 1) and x.dtype == np.uint8 and (x == 7).all()
     assert check_labels(np.array([1, 0]), 2, "y").tolist() == [1, 0]
-
-
-def test_atomic_outputs_replace_on_success_and_keep_the_old_on_failure(tmp_path):
-    from gradguard.io import atomic_path
-
-    target = tmp_path / "out"
-    with atomic_path(target) as folder:
-        folder.mkdir()
-        (folder / "a.txt").write_text("first")
-    with pytest.raises(RuntimeError), atomic_path(target) as folder:
-        folder.mkdir()
-        (folder / "a.txt").write_text("half")
-        raise RuntimeError("stage failed")
-    assert (target / "a.txt").read_text() == "first"
-    with atomic_path(target) as folder:
-        folder.mkdir()
-        (folder / "b.txt").write_text("second")
-    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporaries left
