@@ -117,7 +117,7 @@ def fit(
     initial_norm = (
         snapshot.initial_weight_norm if snapshot else host_global_norm(model.trainable_weights)
     )
-    watch = _Watchers.create(params, unwrap_guard(model.optimizer), checkpoint, on_step_log)
+    watch = _RunCallbacks.create(params, unwrap_guard(model.optimizer), checkpoint, on_step_log)
     if snapshot:
         watch.go_on_from(snapshot)
     callbacks = [
@@ -173,8 +173,9 @@ def _compiled_model(params: Params, train, val) -> keras.Model:
 
 
 @dataclasses.dataclass
-class _Watchers:
-    """The callbacks that watch a run, each continued from the saved state of a resumed one."""
+class _RunCallbacks:
+    """The callbacks that watch a run: made, continued from a `Snapshot`, saved to one, and
+    read into the run's `TrainResult`."""
 
     guard: object
     stats: GradientStatsLogger
@@ -184,7 +185,7 @@ class _Watchers:
     early_stopping: ResumableEarlyStopping
 
     @classmethod
-    def create(cls, params: Params, guard, checkpoint, on_step_log=None) -> _Watchers:
+    def create(cls, params: Params, guard, checkpoint, on_step_log=None) -> _RunCallbacks:
         knobs = params.train
         return cls(
             guard=guard,

@@ -169,17 +169,24 @@ def build_optimizer(params: Params, num_classes: int | None = None) -> keras.opt
         spike_factor=params.train.spike_factor,
         skip_spikes=params.train.on_explosion in ("skip", "rollback"),
         loss_spikes=params.train.loss_spikes,
-        collapse_loss=math.log(num_classes) if collapse else None,
-        collapse_window=knobs.collapse_window or 50,
-        collapse_level=knobs.collapse_level,
-        collapse_learned=knobs.collapse_learned,
         name="gradient_guard",
+        **(_collapse_settings(knobs, num_classes) if collapse else {}),
     )
     if params.train.mixed_precision:
         from gradguard.loss_scale import GuardedLossScaleOptimizer
 
         return GuardedLossScaleOptimizer(guard, name="loss_scale_optimizer")
     return guard
+
+
+def _collapse_settings(knobs: TrainParams, num_classes: int) -> dict:
+    """The guard's collapse check: chance is ln K for K classes."""
+    return {
+        "collapse_loss": math.log(num_classes),
+        "collapse_window": knobs.collapse_window,
+        "collapse_level": knobs.collapse_level,
+        "collapse_learned": knobs.collapse_learned,
+    }
 
 
 def _without_save_date(metadata: bytes) -> bytes:
