@@ -85,8 +85,8 @@ def run_pipeline(work: Path, params: dict) -> dict:
         for n, t, unit in EPOCH_LINE.findall(logs["train"])
     ]
     scores = json.loads((work / "eval.json").read_text())
-    train_images = json.loads((work / "prepared" / "train" / "index.json").read_text())["images"]
-    copies = json.loads((work / "augmented" / "index.json").read_text())["images"]
+    train_images = json.loads((work / "prepared" / "train" / "index.json").read_text())["examples"]
+    copies = json.loads((work / "augmented" / "index.json").read_text())["examples"]
     return {
         "walls": walls,
         "epochs": len(steps),

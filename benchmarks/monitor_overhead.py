@@ -39,8 +39,8 @@ import numpy as np
 from gradguard import GradientGuard
 from gradguard.params import ModelParams
 from gradguard.training.callbacks import DivergenceMonitor, GradientStatsLogger, read_stats
+from gradguard.training.families import build_cnn
 from gradguard.training.live import LiveFolder, append_step_log
-from gradguard.training.models import build_cnn
 from gradguard.training.recovery import ExplosionRecovery
 
 REFERENCE = "no callbacks"

@@ -26,7 +26,7 @@ import numpy as np
 
 from gradguard import GradientGuard
 from gradguard.params import ModelParams
-from gradguard.training.models import build_cnn
+from gradguard.training.families import build_cnn
 
 FIGURES = Path(__file__).with_name("op_counts.json")  # the committed counts (tests/test_op_count)
 # Graph nodes that launch no kernel: constants, the function's inputs, pass-throughs.

@@ -174,7 +174,7 @@ def input_pipeline(work: Path, knobs: argparse.Namespace) -> tuple[float, float]
     from gradguard.data.shards import iter_shards, read_index, to_float
     from gradguard.data.stream import ShardSequence
     from gradguard.params import ModelParams
-    from gradguard.training.models import build_cnn
+    from gradguard.training.families import build_cnn
 
     folder = work / "prepared" / "train"
     keep, xs, ys = [], [], []

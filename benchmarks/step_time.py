@@ -28,7 +28,7 @@ import numpy as np
 
 from gradguard import GradientGuard
 from gradguard.params import ModelParams
-from gradguard.training.models import build_cnn
+from gradguard.training.families import build_cnn
 
 VARIANTS = {
     "adam, no clipping": lambda: keras.optimizers.Adam(1e-3),

@@ -1,4 +1,4 @@
-"""prepare: load `data.source`, check it, resize, split; write uint8 shards to data/prepared/."""
+"""prepare: load `data.source`, check it, resize, split; write shards to data/prepared/."""
 
 from __future__ import annotations
 
@@ -10,12 +10,16 @@ from stages import common
 
 def main(args, params) -> None:
     stats = prepare(params.data, params.seed, args.raw, args.out)
-    images = {name: sum(counts) for name, counts in stats["counts"].items()}
-    shape = "x".join(map(str, stats["image_shape"]))
+    counts = {name: sum(counts) for name, counts in stats["counts"].items()}
+    shape = "x".join(map(str, stats["example_shape"]))
+    kind = stats["kind"]
+    if params.data.kind == "auto":
+        print(f"prepare: data.kind auto chose {kind}: {stats['kind_because']}")
+    scaled = ", standardised by the training split" if stats["standardize"] else ""
     print(
-        f"prepare: {sum(images.values())} images {shape}, {stats['num_classes']} classes "
-        f"-> {args.out} (train/val/test {list(images.values())} images in "
-        f"{sum(stats['shards'].values())} shards)"
+        f"prepare: {sum(counts.values())} {kind}s {shape}, {stats['num_classes']} classes "
+        f"-> {args.out} (train/val/test {list(counts.values())} in "
+        f"{sum(stats['shards'].values())} shards{scaled})"
     )
 
 

@@ -13,9 +13,8 @@ import pytest
 
 from gradguard import GradientGuard
 from gradguard.params import ModelParams, parse_params
+from gradguard.training.families import build_cnn, build_initializer
 from gradguard.training.models import (
-    build_cnn,
-    build_initializer,
     build_optimizer,
     canonicalise_model_file,
     collapse_check_off,

@@ -22,7 +22,7 @@ def test_the_layout_depends_on_the_images_not_on_the_chunks(tmp_path, small_shar
     for start in range(0, 25, 7):
         writer.add(x[start : start + 7], y[start : start + 7])
     assert writer.close() == whole
-    assert [entry["images"] for entry in whole["shards"]] == [10, 10, 5]
+    assert [entry["examples"] for entry in whole["shards"]] == [10, 10, 5]
     for entry in whole["shards"]:
         a = (tmp_path / "whole" / entry["file"]).read_bytes()
         assert a == (tmp_path / "chunks" / entry["file"]).read_bytes()
@@ -59,5 +59,5 @@ def test_index_records_shape_classes_and_counts(tmp_path, small_shards):
     x, y = images(12, (2, 1, 2))  # 4 bytes an image: 10 to a shard
     index = write_shards(tmp_path, x, y, num_classes=5)
     saved = json.loads((tmp_path / "index.json").read_text())
-    assert saved == index and index["image_shape"] == [2, 1, 2] and index["num_classes"] == 5
-    assert index["images"] == 12 and len(index["shards"]) == 2
+    assert saved == index and index["example_shape"] == [2, 1, 2] and index["num_classes"] == 5
+    assert index["examples"] == 12 and len(index["shards"]) == 2

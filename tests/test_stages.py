@@ -85,8 +85,10 @@ def test_the_four_stages_on_tiny_params(tmp_path, tiny_params_file):
     stats = json.loads((tmp_path / "prepared" / "stats.json").read_text())
     assert stats["num_classes"] == 10 and sum(map(sum, stats["counts"].values())) == 1797
     copies = json.loads((tmp_path / "augmented" / "index.json").read_text())
-    assert copies["images"] == sum(stats["counts"]["train"])  # copies: 1
-    assert copies["image_shape"] == [12, 12, 1] and stats["image_shape"] == [12, 12, 1]
+    assert copies["examples"] == sum(stats["counts"]["train"])  # copies: 1
+    assert copies["example_shape"] == [12, 12, 1] and stats["example_shape"] == [12, 12, 1]
+    assert (stats["kind"], copies["kind"], copies["dtype"]) == ("image", "image", "uint8")
+    assert stats["standardize"] is None  # images are not standardised
     assert scores["diverged"] is False and 0.0 <= scores["accuracy"] <= 1.0
     assert scores["accuracy"] > 0.3  # 2 epochs of a 4-filter CNN beat chance (0.1) easily
     per_class = json.loads((tmp_path / "plots" / "per_class.json").read_text())["per_class"]
@@ -179,7 +181,7 @@ def test_training_with_mirrored_strategy_and_mixed_precision(tmp_path):
     from gradguard.data.sources import load_digits
     from gradguard.data.splits import split
     from gradguard.params import parse_params
-    from gradguard.training.fit import fit
+    from gradguard.training.fit import compiled_model, fit
     from gradguard.training.resume import ResumeState
 
     assert len(tf.config.list_logical_devices("CPU")) == 2  # conftest: two replicas
@@ -194,6 +196,7 @@ def test_training_with_mirrored_strategy_and_mixed_precision(tmp_path):
     parts = split(x[..., None], y.astype("int32"), params.data, params.seed)
     model, result = fit(
         params,
+        compiled_model(params, parts["train"], parts["val"]),
         parts["train"],
         parts["val"],
         checkpoint=tmp_path / "b.keras",
@@ -231,7 +234,7 @@ def test_colour_images_stay_rgb_through_every_stage(tmp_path):
     params_file.write_text(yaml.safe_dump(params))
     scores = run_pipeline(tmp_path, params_file)
     stats = json.loads((tmp_path / "prepared" / "stats.json").read_text())
-    assert stats["image_shape"] == [8, 8, 3]
+    assert stats["example_shape"] == [8, 8, 3]
     model = keras.saving.load_model(tmp_path / "models" / "best.keras", safe_mode=True)
     assert model.input_shape == (None, 8, 8, 3)
     assert scores["accuracy"] == 1.0 and scores["baseline_accuracy"] == 1.0

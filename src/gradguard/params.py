@@ -34,6 +34,8 @@ INITIALIZERS = (
 )
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop")
 SOURCES = ("digits", "mnist", "fashion_mnist", "npz", "folder")
+KINDS = ("image", "sequence", "table")  # what one example is: (H, W, C), (T, F) or (F,)
+BUILDER_FOLDER = "nets"  # a user's model builders live here (a dependency of train)
 
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -63,6 +65,9 @@ class DataParams:
     channels: int = 1  # 1: grey (colour converted to luma); 3: RGB kept end to end
     val_fraction: float = 0.15  # share of all samples held out for validation
     test_fraction: float = 0.15  # share of all samples held out for the final test
+    # auto: read from the data (gradguard.data.sources.kind_of); or one of KINDS
+    kind: Literal["auto", "image", "sequence", "table"] = "auto"
+    standardize: bool = True  # sequences and tables: each feature by the training split's
 
     def validate(self) -> None:
         _check(self.source in SOURCES, "data.source", self.source, f"one of {SOURCES}")
@@ -91,6 +96,26 @@ class DataParams:
         )
 
 
+def check_builder(spec: str | None) -> None:
+    """`model.builder` is null or `nets/<file>.py:<function>` (inside nets/, no `..`)."""
+    if spec is None:
+        return
+    path, _, function = spec.rpartition(":")
+    parts = path.split("/")
+    _check(
+        len(parts) >= 2
+        and parts[0] == BUILDER_FOLDER
+        and ".." not in parts
+        and "" not in parts
+        and path.endswith(".py")
+        and function.isidentifier(),
+        "model.builder",
+        spec,
+        f"null or '{BUILDER_FOLDER}/<file>.py:<function>', a file inside {BUILDER_FOLDER}/ "
+        "(the folder dvc.yaml tracks as train's model code)",
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class AugmentParams:
     copies: int = 2  # augmented copies added per training image; 0 passes it through
@@ -115,10 +140,41 @@ class ModelParams:
     head: Literal["flatten", "global_avg"] = "flatten"  # how conv maps reach the dense layer
     dense: int = 128  # width of the hidden dense layer; 0 = none
     activation: Literal["relu", "tanh", "elu", "gelu", "sigmoid"] = "relu"
-    batch_norm: bool = False  # BatchNormalization after each conv
+    batch_norm: bool = False  # BatchNormalization after each conv (tables: each hidden layer)
     dropout: float = 0.3  # dropout before the classifier
+    # Your own model: "nets/<file>.py:<function>", (input_shape, num_classes) -> keras.Model
+    builder: str | None = None
+    # Sequences: stacked recurrent layers; the input kernels take `init` x `init_scale`.
+    rnn: Literal["simple", "lstm", "gru"] = "gru"
+    units: int = 64  # units of each recurrent layer
+    layers: int = 1  # recurrent layers, stacked
+    recurrent_init: Literal["orthogonal", "normal", "sparse"] = "orthogonal"
+    recurrent_scale: float = 1.0  # orthogonal: gain; normal: sigma; sparse: spectral radius
+    recurrent_nonzero: int = 15  # sparse: non-zero weights a unit (Pascanu et al. 2013)
+    hidden: tuple[int, ...] = (128, 64)  # tables: one Dense layer per entry, this wide
 
     def validate(self) -> None:
+        check_builder(self.builder)
+        _check(self.units >= 1, "model.units", self.units, "an integer >= 1")
+        _check(1 <= self.layers <= 16, "model.layers", self.layers, "an integer in [1, 16]")
+        _check(
+            self.recurrent_scale > 0 and math.isfinite(self.recurrent_scale),
+            "model.recurrent_scale",
+            self.recurrent_scale,
+            "a finite number > 0",
+        )
+        _check(
+            self.recurrent_nonzero >= 1,
+            "model.recurrent_nonzero",
+            self.recurrent_nonzero,
+            "an integer >= 1",
+        )
+        _check(
+            len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden),
+            "model.hidden",
+            list(self.hidden),
+            "a non-empty list of positive integers",
+        )
         _check(
             len(self.filters) >= 1 and all(f >= 1 for f in self.filters),
             "model.filters",
@@ -315,6 +371,72 @@ class Params:
         )
         for section in (self.data, self.augment, self.model, self.train, self.evaluate):
             section.validate()
+
+
+# Keys that mean something for some kinds of data only -> those kinds. Set away from their
+# default (the committed params.yaml's value: a test pins the two equal) for data of
+# another kind, they are refused; `augment.copies` must be 0 for every kind but images.
+KIND_KEYS = {
+    "data.image_size": ("image",),
+    "data.channels": ("image",),
+    "data.standardize": ("sequence", "table"),
+    "augment.copies": ("image",),
+    "augment.rotation": ("image",),
+    "augment.shift": ("image",),
+    "augment.zoom": ("image",),
+    "augment.noise_std": ("image",),
+    "model.filters": ("image",),
+    "model.kernel_size": ("image",),
+    "model.pooling": ("image",),
+    "model.head": ("image",),
+    "model.batch_norm": ("image", "table"),
+    "model.rnn": ("sequence",),
+    "model.units": ("sequence",),
+    "model.layers": ("sequence",),
+    "model.recurrent_init": ("sequence",),
+    "model.recurrent_scale": ("sequence",),
+    "model.recurrent_nonzero": ("sequence",),
+    "model.hidden": ("table",),
+}
+
+
+def check_kind(kind: str, **sections: Any) -> None:
+    """Refuse the keys of the given sections (`data=`, `augment=`, `model=`: their params)
+    that mean nothing for data of `kind` (`KIND_KEYS`), and, with `model.builder` set,
+    every other `model` key: the builder's model is as it writes it. A key left at its
+    default is never an error.
+
+    Raises:
+        ParamsError: one line naming the key, its value and the kind.
+    """
+    for key, kinds in KIND_KEYS.items():
+        section, name = key.split(".")
+        if section not in sections or kind in kinds:
+            continue
+        value = getattr(sections[section], name)
+        if key == "augment.copies":
+            _check(value == 0, key, value, f"0 for data.kind {kind!r} (augmentation is for images)")
+            continue
+        default = getattr(type(sections[section])(), name)
+        _check(
+            value == default,
+            key,
+            value,
+            f"{default!r}: it means nothing for data.kind {kind!r}, only for "
+            + " and ".join(kinds),
+        )
+    model = sections.get("model")
+    if model is not None and model.builder is not None:
+        defaults = ModelParams()
+        for field in dataclasses.fields(ModelParams):
+            value = getattr(model, field.name)
+            _check(
+                field.name == "builder" or value == getattr(defaults, field.name),
+                f"model.{field.name}",
+                value,
+                f"{getattr(defaults, field.name)!r}: with model.builder={model.builder!r} the "
+                "model is as the builder writes it",
+            )
 
 
 def _coerce(key: str, value: Any, annotation: Any) -> Any:

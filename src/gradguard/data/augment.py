@@ -10,7 +10,7 @@ import numpy as np
 
 from gradguard.data.shards import ShardWriter, iter_shards, read_index
 from gradguard.io import atomic_path, write_json
-from gradguard.params import AugmentParams
+from gradguard.params import AugmentParams, check_kind
 
 _BATCH = 256  # fixed, so the random stream (and thus the bytes) never depends on memory
 
@@ -106,10 +106,13 @@ def augment_shards(
         `{"images": source images, "written": augmented images}`.
     """
     index = read_index(source)
+    check_kind(index["kind"], augment=params)  # augmentation is for images
     augmenter = Augmenter(params, seed) if params.copies else None
     with atomic_path(out) as folder:
         folder.mkdir()
-        writer = ShardWriter(folder, index["image_shape"], index["num_classes"])
+        writer = ShardWriter(
+            folder, index["example_shape"], index["num_classes"], index["dtype"], index["kind"]
+        )
         shards = len(index["shards"])
         for number, (x, y) in enumerate(iter_shards(source) if augmenter else (), 1):
             for _ in range(params.copies):
@@ -120,8 +123,8 @@ def augment_shards(
         meta = {
             "augment": dataclasses.asdict(params),
             "seed": seed,
-            "images": written["images"],
+            "images": written["examples"],
             "fingerprint": written["fingerprint"],
         }
         write_json(folder / "meta.json", meta)
-    return {"images": index["images"], "written": written["images"]}
+    return {"images": index["examples"], "written": written["examples"]}

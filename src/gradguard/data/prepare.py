@@ -1,4 +1,9 @@
-"""The prepare stage's work: load a source, check it, split it, write uint8 shard sets."""
+"""The prepare stage's work: load a source, check it, split it, write shard sets.
+
+Images are stored as uint8; sequences and tables as float32, each feature
+standardised with the training split's mean and std (`data.standardize`), which
+stats.json keeps so that new data can be scaled alike (`standardise`).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from gradguard.data.shards import ShardWriter
-from gradguard.data.sources import CHUNK, load_source, source_name
+from gradguard.data.sources import CHUNK, load_data, source_name
 from gradguard.data.splits import SPLITS, split_indices
 from gradguard.errors import ParamsError
 from gradguard.io import atomic_path, write_json
-from gradguard.params import DataParams
+from gradguard.params import DataParams, check_kind
 
 
 def check_inside(path: str | None, raw: str | Path) -> None:
@@ -37,26 +42,38 @@ def prepare(params: DataParams, seed: int, raw: str | Path, out: str | Path) -> 
         out: the folder to write.
 
     Returns:
-        The stats written to stats.json (counts, shards, fingerprints).
+        The stats written to stats.json (kind and why, counts, shards, fingerprints,
+        and the standardisation's mean and std where there is one).
     """
     if params.source in ("npz", "folder"):
         check_inside(params.path, raw)
-    x, y = load_source(params)
+    loaded = load_data(params)
+    check_kind(loaded.kind, data=params)
+    x, y = loaded.x, loaded.y
     splits = split_indices(y, params, seed, source_name(params))  # check_dataset first
     num_classes = int(y.max()) + 1
+    scaling = None
+    if loaded.kind != "image" and params.standardize:
+        scaling = feature_moments(x, splits["train"])
     with atomic_path(out) as folder:
         folder.mkdir()
         indexes = {}
         for name in SPLITS:
             (folder / name).mkdir()
-            writer = ShardWriter(folder / name, x.shape[1:], num_classes)
+            writer = ShardWriter(folder / name, x.shape[1:], num_classes, str(x.dtype), loaded.kind)
             rows = splits[name]
             for start in range(0, len(rows), CHUNK):
-                writer.add(x[rows[start : start + CHUNK]], y[rows[start : start + CHUNK]])
+                chunk = x[rows[start : start + CHUNK]]
+                chunk = chunk if scaling is None else standardise(chunk, scaling)
+                writer.add(chunk, y[rows[start : start + CHUNK]])
             indexes[name] = writer.close()
         stats = {
             "source": params.source,
-            "image_shape": list(x.shape[1:]),
+            "kind": loaded.kind,
+            "kind_because": loaded.why,
+            "example_shape": list(x.shape[1:]),
+            "dtype": str(x.dtype),
+            "standardize": scaling,
             "num_classes": num_classes,
             "counts": {
                 name: np.bincount(y[splits[name]], minlength=num_classes).tolist()
@@ -67,3 +84,31 @@ def prepare(params: DataParams, seed: int, raw: str | Path, out: str | Path) -> 
         }
         write_json(folder / "stats.json", stats)
     return stats
+
+
+def feature_moments(x: np.ndarray, rows: np.ndarray) -> dict[str, list[float]]:
+    """Each feature's (last axis) mean and std over `x[rows]`, in float64, chunk by chunk.
+
+    The std is the population one (ddof 0); a constant feature gets std 1, so that
+    standardising leaves it at 0 rather than dividing by zero.
+    """
+    features = x.shape[-1]
+    count, total, squares = 0, np.zeros(features), np.zeros(features)
+    for start in range(0, len(rows), CHUNK):
+        chunk = x[rows[start : start + CHUNK]].astype(np.float64).reshape(-1, features)
+        count += len(chunk)
+        total += chunk.sum(axis=0)
+        squares += np.square(chunk).sum(axis=0)
+    mean = total / max(count, 1)
+    variance = np.maximum(squares / max(count, 1) - np.square(mean), 0.0)
+    std = np.sqrt(variance)
+    std[std <= 1e-12 * np.maximum(np.abs(mean), 1.0)] = 1.0
+    return {"mean": mean.tolist(), "std": std.tolist()}
+
+
+def standardise(x: np.ndarray, moments: dict[str, list[float]]) -> np.ndarray:
+    """`x` minus each feature's mean, over its std (`feature_moments`, or stats.json's
+    `standardize`), as float32: how prepare scales every split."""
+    mean = np.asarray(moments["mean"], np.float64)
+    std = np.asarray(moments["std"], np.float64)
+    return ((x.astype(np.float64) - mean) / std).astype(np.float32)

@@ -1,9 +1,10 @@
-"""Image sets on disk at one byte a pixel, in shards read one at a time.
+"""Example sets on disk (images at one byte a pixel), in shards read one at a time.
 
-A shard set is a folder holding `index.json` (image shape, class count, one
-entry per shard) and `shard-NNNNN.npz` files, each an uncompressed `.npz` of
-`x` (uint8, (n, H, W, C)) and `y` (int32, (n,)) of at most `SHARD_BYTES` of
-pixels. `.npz` rather than TFRecord: NumPy reads it with `allow_pickle=False`
+A shard set is a folder holding `index.json` (the examples' kind, shape and
+dtype, class count, one entry per shard) and `shard-NNNNN.npz` files, each an uncompressed
+`.npz` of `x` ((n, *example_shape): uint8 images (H, W, C), or float32 sequences
+(T, F) or tables (F,)) and `y` (int32, (n,)) of at most `SHARD_BYTES` of `x`.
+`.npz` rather than TFRecord: NumPy reads it with `allow_pickle=False`
 on any Keras backend (JAX-only machines too), one shard is one file for DVC to
 cache, and a shard is loaded whole, so memory is bounded by a few shards, not
 by the set.
@@ -23,13 +24,14 @@ import numpy as np
 from gradguard.errors import DataError
 from gradguard.io import fingerprint, load_arrays, save_arrays, write_json
 
-SHARD_BYTES = 32 << 20  # pixels per shard file: 42,799 grey 28x28 or 2,730 RGB 64x64 images
+SHARD_BYTES = 32 << 20  # of x per shard file: 42,799 grey 28x28 or 2,730 RGB 64x64 images
 INDEX = "index.json"
+DTYPES = ("uint8", "float32")  # images; sequences and tables
 
 
-def images_per_shard(image_shape: Sequence[int]) -> int:
-    """How many images of `image_shape` fill one shard."""
-    return max(1, SHARD_BYTES // math.prod(image_shape))
+def examples_per_shard(example_shape: Sequence[int], dtype: str = "uint8") -> int:
+    """How many examples of `example_shape` and `dtype` fill one shard."""
+    return max(1, SHARD_BYTES // (math.prod(example_shape) * np.dtype(dtype).itemsize))
 
 
 class ShardWriter:
@@ -40,25 +42,39 @@ class ShardWriter:
 
     Args:
         folder: an existing, empty folder.
-        image_shape: (H, W, C) of every image.
+        example_shape: the shape of every example ((H, W, C) for an image).
         num_classes: the class count of the whole data set (the index records it).
+        dtype: of the examples, one of `DTYPES`.
+        kind: what an example is: image, sequence or table (`gradguard.params.KINDS`).
     """
 
-    def __init__(self, folder: str | Path, image_shape: Sequence[int], num_classes: int):
+    def __init__(
+        self,
+        folder: str | Path,
+        example_shape: Sequence[int],
+        num_classes: int,
+        dtype: str = "uint8",
+        kind: str = "image",
+    ):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype={dtype!r}; expected one of {DTYPES}")
+        self.kind = kind
         self.folder = Path(folder)
-        self.image_shape = tuple(int(s) for s in image_shape)
+        self.example_shape = tuple(int(s) for s in example_shape)
         self.num_classes = int(num_classes)
-        self._x = np.empty((images_per_shard(self.image_shape), *self.image_shape), np.uint8)
+        self.dtype = dtype
+        size = examples_per_shard(self.example_shape, dtype)
+        self._x = np.empty((size, *self.example_shape), dtype)
         self._y = np.empty(len(self._x), np.int32)
         self._filled = 0
         self._entries: list[dict] = []
 
     def add(self, x: np.ndarray, y: np.ndarray) -> None:
-        """Append images (uint8, `image_shape`) and their labels."""
-        if x.dtype != np.uint8 or x.shape[1:] != self.image_shape or len(x) != len(y):
+        """Append examples (`dtype`, `example_shape`) and their labels."""
+        if x.dtype != self.dtype or x.shape[1:] != self.example_shape or len(x) != len(y):
             raise ValueError(
-                f"chunk of {x.dtype} {x.shape} with {len(y)} labels; "
-                f"expected uint8 (n, {', '.join(map(str, self.image_shape))}) with n labels"
+                f"chunk of {x.dtype} {x.shape} with {len(y)} labels; expected {self.dtype} "
+                f"(n, {', '.join(map(str, self.example_shape))}) with n labels"
             )
         start = 0
         while start < len(x):
@@ -74,7 +90,7 @@ class ShardWriter:
         x, y = self._x[: self._filled], self._y[: self._filled]
         name = f"shard-{len(self._entries):05d}.npz"
         save_arrays(self.folder / name, x=x, y=y)
-        self._entries.append({"file": name, "images": len(y), "fingerprint": fingerprint(x, y)})
+        self._entries.append({"file": name, "examples": len(y), "fingerprint": fingerprint(x, y)})
         self._filled = 0
 
     def close(self) -> dict:
@@ -82,9 +98,11 @@ class ShardWriter:
         if self._filled:
             self._flush()
         index = {
-            "image_shape": list(self.image_shape),
+            "kind": self.kind,
+            "example_shape": list(self.example_shape),
+            "dtype": self.dtype,
             "num_classes": self.num_classes,
-            "images": sum(entry["images"] for entry in self._entries),
+            "examples": sum(entry["examples"] for entry in self._entries),
             "fingerprint": fingerprint(
                 np.frombuffer("".join(e["fingerprint"] for e in self._entries).encode(), np.uint8)
             ),
@@ -94,9 +112,11 @@ class ShardWriter:
         return index
 
 
-def write_shards(folder: str | Path, x: np.ndarray, y: np.ndarray, num_classes: int) -> dict:
-    """Write in-memory arrays as a shard set in the existing folder `folder`."""
-    writer = ShardWriter(folder, x.shape[1:], num_classes)
+def write_shards(
+    folder: str | Path, x: np.ndarray, y: np.ndarray, num_classes: int, kind: str = "image"
+) -> dict:
+    """Write in-memory arrays (uint8 or float32) as a shard set in the existing folder `folder`."""
+    writer = ShardWriter(folder, x.shape[1:], num_classes, str(x.dtype), kind)
     writer.add(x, y)
     return writer.close()
 
@@ -110,7 +130,8 @@ def read_index(folder: str | Path) -> dict:
     file = Path(folder) / INDEX
     try:
         index = json.loads(file.read_text(encoding="utf-8"))
-        _ = index["image_shape"], index["num_classes"], index["shards"]
+        _ = index["kind"], index["example_shape"], index["dtype"], index["num_classes"]
+        _ = index["shards"]
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise DataError(
             f"{file}: not a shard index ({error}); run the stage that writes it"
@@ -133,22 +154,24 @@ def labels(folder: str | Path) -> np.ndarray:
 
 
 def sample(folder: str | Path, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded uniform sample of at most `count` images (in set order), one shard at a time."""
+    """A seeded uniform sample of at most `count` examples (in set order), one shard at a time."""
     index = read_index(folder)
-    total = sum(entry["images"] for entry in index["shards"])
+    total = sum(entry["examples"] for entry in index["shards"])
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.choice(total, size=min(count, total), replace=False))
     xs, ys, start = [], [], 0
     for entry, (x, y) in zip(index["shards"], iter_shards(folder), strict=True):
-        rows = chosen[(chosen >= start) & (chosen < start + entry["images"])] - start
+        rows = chosen[(chosen >= start) & (chosen < start + entry["examples"])] - start
         xs.append(x[rows])
         ys.append(y[rows])
-        start += entry["images"]
+        start += entry["examples"]
     return np.concatenate(xs), np.concatenate(ys)
 
 
 def to_float(x: np.ndarray) -> np.ndarray:
-    """uint8 pixels to the float32 [0, 1] the models take."""
+    """What the models take: uint8 pixels as float32 in [0, 1]; float32 examples as they are."""
+    if x.dtype != np.uint8:
+        return x
     return x.astype(np.float32) * np.float32(1 / 255)
 
 

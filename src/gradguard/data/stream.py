@@ -69,13 +69,17 @@ class ShardSequence(keras.utils.PyDataset):
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=16)
         folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
         indexes = [read_index(folder) for folder in folders]
-        shapes = {tuple(index["image_shape"]) for index in indexes}
+        shapes = {
+            (index["kind"], tuple(index["example_shape"]), index["dtype"]) for index in indexes
+        }
         if len(shapes) != 1:
-            raise DataError(f"{folders}: shard sets of image shapes {sorted(shapes)}; expected one")
-        self.image_shape = shapes.pop()
+            raise DataError(
+                f"{folders}: shard sets of example shapes and dtypes {sorted(shapes)}; expected one"
+            )
+        self.kind, self.example_shape, self.dtype = shapes.pop()
         self.num_classes = max(index["num_classes"] for index in indexes)
         self.shards = [
-            (Path(folder) / entry["file"], entry["images"])
+            (Path(folder) / entry["file"], entry["examples"])
             for folder, index in zip(folders, indexes, strict=True)
             for entry in index["shards"]
         ]
@@ -153,15 +157,15 @@ class ShardSequence(keras.utils.PyDataset):
         if self.full_batches:
             filled = np.resize(np.arange(len(rows)), self.batch_size)  # repeats its first rows
             weight = (np.arange(self.batch_size) < len(rows)).astype(np.float32)
-            share = self.batch_size // self.processes
-            mine = slice(self.process * share, (self.process + 1) * share)
-            shard_ids, rows, weight = shard_ids[filled][mine], rows[filled][mine], weight[mine]
-        x = np.empty((len(rows), *self.image_shape), np.uint8)
+            per_process = self.batch_size // self.processes
+            ours = slice(self.process * per_process, (self.process + 1) * per_process)
+            shard_ids, rows, weight = shard_ids[filled][ours], rows[filled][ours], weight[ours]
+        x = np.empty((len(rows), *self.example_shape), self.dtype)
         y = np.empty(len(rows), np.int32)
         for shard in dict.fromkeys(shard_ids.tolist()):  # each shard once, in order of use
-            here = shard_ids == shard
+            in_shard = shard_ids == shard
             shard_x, shard_y = self._shard(shard)
-            x[here], y[here] = shard_x[rows[here]], shard_y[rows[here]]
+            x[in_shard], y[in_shard] = shard_x[rows[in_shard]], shard_y[rows[in_shard]]
         if not self.labelled:
             return (to_float(x),)
         return (to_float(x), y) if weight is None else (to_float(x), y, weight)

@@ -54,6 +54,10 @@ def evaluate(
     summary = folder.read_summary()
     if summary is None:
         raise DataError(f"{folder.summary}: no 'run' summary; run the train stage first")
+    if params.model.builder is not None:  # its file registers any layers of its own
+        from gradguard.training.builder import import_builder
+
+        import_builder(params.model.builder)
     model = load_model(model_file)
     test = ShardSequence(test_set, params.evaluate.batch_size, labelled=False)
     probabilities = model.predict(test, verbose=0)

@@ -11,14 +11,15 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from gradguard.params import Params
+from gradguard.params import Params, check_kind
 from gradguard.training.callbacks import (
     DivergenceMonitor,
     GradientStatsLogger,
     ResumableEarlyStopping,
     read_stats,
 )
-from gradguard.training.models import build_cnn, build_optimizer, training_context
+from gradguard.training.families import build_model
+from gradguard.training.models import build_optimizer, training_context
 from gradguard.training.recovery import ExplosionRecovery
 from gradguard.training.resume import ResumeState, SaveResumeState, Snapshot
 
@@ -42,11 +43,16 @@ def weight_growth(initial_norm: float, epoch_norms: Sequence[float]) -> float:
     return max(epoch_norms) / max(initial_norm, 1e-12)
 
 
-def _shape_and_classes(train, val) -> tuple[tuple[int, ...], int]:
-    """The image shape and the class count of arrays or streamed shard sets."""
+_KIND_OF_RANK = {4: "image", 3: "sequence", 2: "table"}  # of an (x, y) pair's x
+
+
+def data_shape(train, val) -> tuple[str, tuple[int, ...], int]:
+    """The kind, example shape and class count of arrays or streamed shard sets."""
     if isinstance(train, keras.utils.PyDataset):
-        return tuple(train.image_shape), max(train.num_classes, val.num_classes)
-    return train[0].shape[1:], int(max(train[1].max(), val[1].max())) + 1
+        classes = max(train.num_classes, val.num_classes)
+        return train.kind, tuple(train.example_shape), classes
+    x, y = train
+    return _KIND_OF_RANK.get(x.ndim, "image"), x.shape[1:], int(max(y.max(), val[1].max())) + 1
 
 
 @dataclasses.dataclass
@@ -80,6 +86,7 @@ class TrainResult:
 
 def fit(
     params: Params,
+    model: keras.Model,
     train: tuple,
     val: tuple,
     *,
@@ -91,10 +98,11 @@ def fit(
     on_step_log=None,
     verbose: int = 2,
 ) -> tuple[keras.Model, TrainResult]:
-    """Train the model the params describe, or go on from an interrupted run's `snapshot`.
+    """Train `model` as the params say, or go on from an interrupted run's `snapshot`.
 
     Args:
         params: validated params.
+        model: `compiled_model`'s, or the snapshot's.
         train, val: `(x, y)` arrays, or `gradguard.data.stream.ShardSequence`s (streamed;
             the training one seeded, so that it shuffles). With
             `train.distribute: multihost`, sequences of full batches (each
@@ -113,7 +121,6 @@ def fit(
         The model with its best weights restored, and the `TrainResult`.
     """
     started = time.perf_counter()
-    model = snapshot.model if snapshot else _compiled_model(params, train, val)
     initial_norm = (
         snapshot.initial_weight_norm if snapshot else host_global_norm(model.trainable_weights)
     )
@@ -156,13 +163,18 @@ def unwrap_guard(optimizer):
     return optimizer
 
 
-def _compiled_model(params: Params, train, val) -> keras.Model:
-    """The CNN of the params compiled with the guarded optimizer."""
+def compiled_model(params: Params, train, val) -> keras.Model:
+    """The model of the params for this data (the user's builder's, or the family of the
+    data's kind), compiled with the guarded optimizer.
+
+    Raises:
+        ParamsError: a `model` key that means nothing for the data's kind, or a
+            builder that fails (see `gradguard.training.builder`).
+    """
+    kind, input_shape, num_classes = data_shape(train, val)
+    check_kind(kind, model=params.model)
     with training_context(params.train.distribute, params.train.mixed_precision):
-        input_shape, num_classes = _shape_and_classes(train, val)
-        model = build_cnn(
-            input_shape, num_classes, params.model, params.init, params.init_scale, params.seed
-        )
+        model = build_model(input_shape, num_classes, params, kind)
         if params.train.distribute == "multihost":  # full batches, repeats weighted 0
             loss = keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight")
             metrics = {"weighted_metrics": ["accuracy"]}

@@ -1,4 +1,8 @@
-"""Builders: kernel initialisers scaled by `init_scale`, the CNN, and the guarded optimizer."""
+"""The guarded optimizer, the training context, and byte-reproducible model files.
+
+The models themselves: `gradguard.training.families` (built in) and
+`gradguard.training.builder` (your own).
+"""
 
 from __future__ import annotations
 
@@ -10,107 +14,7 @@ import keras
 
 from gradguard.guard import GradientGuard
 from gradguard.io import atomic_path, canonical_zip
-from gradguard.params import ModelParams, Params, TrainParams
-
-# Variance-scaling form of each scheme: (scale, mode, distribution), as Keras defines them.
-_VARIANCE_SCALING = {
-    "glorot_uniform": (1.0, "fan_avg", "uniform"),
-    "glorot_normal": (1.0, "fan_avg", "truncated_normal"),
-    "he_normal": (2.0, "fan_in", "truncated_normal"),
-    "he_uniform": (2.0, "fan_in", "uniform"),
-    "lecun_normal": (1.0, "fan_in", "truncated_normal"),
-}
-
-
-def build_initializer(name: str, scale: float = 1.0, seed: int | None = None):
-    """A kernel initialiser whose standard deviation is `scale` times the scheme's.
-
-    Variance-scaling schemes draw with variance `s / fan`, so a factor `scale` on
-    the standard deviation is `s * scale**2` on the variance; for `orthogonal` it
-    is the gain. `scale=1` gives exactly Keras's initialiser of that name.
-
-    Args:
-        name: glorot_uniform, glorot_normal, he_normal, he_uniform, lecun_normal
-            or orthogonal.
-        scale: multiplies the standard deviation (> 0).
-        seed: the initialiser's seed; give each layer its own.
-
-    Raises:
-        ValueError: for an unknown name.
-
-    References:
-        Glorot and Bengio 2010; He et al. 2015; LeCun et al. 1998 ("Efficient
-        BackProp"); Saxe et al. 2014 (orthogonal).
-    """
-    if name == "orthogonal":
-        return keras.initializers.Orthogonal(gain=scale, seed=seed)
-    if name not in _VARIANCE_SCALING:
-        raise ValueError(f"init={name!r}; expected one of {(*_VARIANCE_SCALING, 'orthogonal')}")
-    base, mode, distribution = _VARIANCE_SCALING[name]
-    return keras.initializers.VarianceScaling(
-        scale=base * scale**2, mode=mode, distribution=distribution, seed=seed
-    )
-
-
-def build_cnn(
-    input_shape: tuple[int, int, int],
-    num_classes: int,
-    params: ModelParams,
-    init: str = "he_normal",
-    init_scale: float = 1.0,
-    seed: int = 0,
-) -> keras.Model:
-    """The CNN the `model` params describe, every kernel from `init` x `init_scale`.
-
-    Conv blocks (Conv2D 'same' -> optional BatchNorm -> activation -> optional
-    2x2 max-pool while the map is at least 2 wide), then Flatten or global
-    average pooling, optional dropout, an optional hidden Dense, and a softmax
-    classifier kept in float32 for mixed precision.
-    """
-    layer_seed = iter(range(seed * 1000, seed * 1000 + 1000))
-
-    def kernel_init():
-        return build_initializer(init, init_scale, next(layer_seed))
-
-    inputs = keras.Input(input_shape, name="image")
-    x = inputs
-    side = input_shape[0]
-    for index, filters in enumerate(params.filters):
-        x = keras.layers.Conv2D(
-            filters,
-            params.kernel_size,
-            padding="same",
-            use_bias=not params.batch_norm,
-            kernel_initializer=kernel_init(),
-            name=f"conv{index}",
-        )(x)
-        if params.batch_norm:
-            x = keras.layers.BatchNormalization(name=f"bn{index}")(x)
-        x = keras.layers.Activation(params.activation, name=f"act{index}")(x)
-        if params.pooling == "max" and side >= 2:
-            x = keras.layers.MaxPooling2D(2, name=f"pool{index}")(x)
-            side //= 2
-    if params.head == "global_avg":
-        x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    else:
-        x = keras.layers.Flatten(name="flatten")(x)
-    if params.dense:
-        x = keras.layers.Dense(
-            params.dense,
-            activation=params.activation,
-            kernel_initializer=kernel_init(),
-            name="hidden",
-        )(x)
-    if params.dropout:
-        x = keras.layers.Dropout(params.dropout, seed=seed, name="dropout")(x)
-    outputs = keras.layers.Dense(
-        num_classes,
-        activation="softmax",
-        dtype="float32",
-        kernel_initializer=kernel_init(),
-        name="classifier",
-    )(x)
-    return keras.Model(inputs, outputs, name="gradguard_cnn")
+from gradguard.params import Params, TrainParams
 
 
 def build_inner_optimizer(params: TrainParams) -> keras.optimizers.Optimizer:
@@ -242,7 +146,8 @@ def save_model(model: keras.Model, path) -> None:
 
 def load_model(path) -> keras.Model:
     """Load a `.keras` model saved with a `GradientGuard` (`safe_mode=True`: no code is run)."""
-    import gradguard.loss_scale  # noqa: F401  (registers GuardedLossScaleOptimizer)
+    import gradguard.loss_scale
+    import gradguard.training.families  # noqa: F401  (registers SparseSpectral)
 
     return keras.models.load_model(path, safe_mode=True)
 

@@ -142,7 +142,7 @@ def run_training(
     from dvclive import Live
 
     from gradguard.training.callbacks import EpochMetricsLogger, Progress
-    from gradguard.training.fit import fit
+    from gradguard.training.fit import compiled_model, fit
     from gradguard.training.live import append_step_log
     from gradguard.training.models import collapse_check_off, configure_determinism
 
@@ -151,6 +151,8 @@ def run_training(
     train_data, val_data, data_id = data or _streams(files, params, cluster)
     configure_determinism(params.seed)
     resume, snapshot = _restore(files, params, cluster, data_id, log)
+    # Built and checked before DVCLive opens: a bad builder writes nothing.
+    model = snapshot.model if snapshot else compiled_model(params, train_data, val_data)
     why_not = collapse_check_off(params)
     if why_not is not None and cluster.chief:
         log(f"train: no collapse check (train.collapse_window): {why_not}")
@@ -167,6 +169,7 @@ def run_training(
         progress = [Progress(len(train_data))] if cluster.chief and streamed else []
         model, result = fit(
             params,
+            model,
             train_data,
             val_data,
             checkpoint=files.model,
