@@ -99,3 +99,55 @@ def test_a_good_set_of_each_kind_passes_the_same_check(kind, tmp_path, monkeypat
     stats = prepare(params, seed=0, raw=tmp_path, out=tmp_path / "prepared")
     assert stats["num_classes"] == 3
     assert [sum(stats["counts"][s]) for s in ("train", "val", "test")] == [20, 5, 5]
+
+
+def test_feature_moments_and_standardise_by_hand():
+    from gradguard.data.prepare import feature_moments, standardise
+
+    # Two features over rows 0, 1 and 3 (row 2 is not training data):
+    # feature 0: 1, 3, 5 -> mean 3, population std sqrt(8/3); feature 1 is constant -> std 1.
+    x = np.array([[1.0, 2.0], [3.0, 2.0], [100.0, -7.0], [5.0, 2.0]], np.float32)
+    moments = feature_moments(x, np.array([0, 1, 3]))
+    assert moments["mean"] == pytest.approx([3.0, 2.0])
+    assert moments["std"] == pytest.approx([np.sqrt(8 / 3), 1.0])
+    scaled = standardise(x, moments)
+    assert scaled.dtype == np.float32
+    np.testing.assert_allclose(scaled[:, 0], [-2, 0, 97, 2] / np.sqrt(8 / 3), rtol=1e-6)
+    np.testing.assert_allclose(scaled[:, 1], [0, 0, -9, 0], rtol=1e-6)
+    # Sequences (N, T, F): each feature over every example and step.
+    seq = np.stack([x[:2], x[2:]])  # (2, 2, 2)
+    both = feature_moments(seq, np.array([0]))
+    assert both["mean"] == pytest.approx([2.0, 2.0]) and both["std"] == pytest.approx([1.0, 1.0])
+
+
+def test_prepare_standardises_every_split_by_the_training_split_only(tmp_path):
+    import json
+
+    from gradguard.data.prepare import standardise
+    from gradguard.data.shards import iter_shards
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(50.0, 10.0, (200, 5, 2)).astype(np.float32)
+    y = np.arange(200) % 2
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    params = DataParams(source="npz", path=str(tmp_path / "d.npz"))
+    stats = prepare(params, 0, tmp_path, tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "stats.json").read_text()) == stats
+    train = np.concatenate([part for part, _ in iter_shards(tmp_path / "out" / "train")])
+    assert train.dtype == np.float32
+    np.testing.assert_allclose(train.reshape(-1, 2).mean(axis=0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(train.reshape(-1, 2).std(axis=0), 1.0, atol=1e-4)
+    val = np.concatenate([part for part, _ in iter_shards(tmp_path / "out" / "val")])
+    assert np.abs(val.reshape(-1, 2).mean(axis=0)).max() > 1e-4  # scaled, not re-centred
+    again = prepare(params, 0, tmp_path, tmp_path / "again")
+    assert again == stats  # the same bytes' fingerprints: byte-reproducible
+    plain = prepare(
+        DataParams(source="npz", path=str(tmp_path / "d.npz"), standardize=False),
+        0,
+        tmp_path,
+        tmp_path / "plain",
+    )
+    assert plain["standardize"] is None
+    raw = np.concatenate([part for part, _ in iter_shards(tmp_path / "plain" / "train")])
+    # The stored training split is the raw one scaled by the moments stats.json keeps.
+    np.testing.assert_allclose(standardise(raw, stats["standardize"]), train, rtol=1e-5, atol=1e-5)

@@ -259,3 +259,77 @@ def test_multihost_in_a_process_already_on_tensorflow_is_one_line(tmp_path, caps
         "error: multi-host training runs on Keras's JAX backend; this is 'tensorflow' "
         "(unset KERAS_BACKEND or set it to jax)\n"
     )
+
+
+def _committed_params(**data) -> dict:
+    """The committed params.yaml with tiny training, `data` keys and no augmentation."""
+    from tests.conftest import ROOT
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"].update(data)
+    params["augment"]["copies"] = 0
+    params["train"].update({"epochs": 3, "patience": 3, "batch_size": 32})
+    return params
+
+
+def _cumsum_sign_task(rng, n=600, steps=12, features=3):
+    """Sequences whose class is the sign of the first feature's sum: float, not in [0, 1]."""
+    x = rng.normal(2.0, 3.0, (n, steps, features)).astype(np.float32)
+    y = (x[:, :, 0].sum(axis=1) > 2.0 * steps).astype(np.int64)
+    return x, y
+
+
+@pytest.mark.parametrize("kind", ["sequence", "table"])
+def test_sequences_and_tables_train_with_the_committed_params(tmp_path, capsys, kind):
+    rng = np.random.default_rng(0)
+    x, y = _cumsum_sign_task(rng)
+    if kind == "table":
+        x = x.reshape(len(x), -1)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(_committed_params(source="npz", path="d.npz")))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        scores = run_pipeline(tmp_path, params_file)
+    out = capsys.readouterr().out
+    assert f"data.kind auto chose {kind}" in out
+    stats = json.loads((tmp_path / "prepared" / "stats.json").read_text())
+    assert stats["kind"] == kind and stats["example_shape"] == list(x.shape[1:])
+    assert len(stats["standardize"]["mean"]) == x.shape[-1]
+    model = keras.saving.load_model(tmp_path / "models" / "best.keras", safe_mode=True)
+    assert model.input_shape == (None, *x.shape[1:])
+    assert scores["verdict"] == "healthy" and scores["accuracy"] > 0.6  # chance ~0.5
+
+
+def test_a_builder_from_nets_trains_and_a_bad_one_is_one_line(tmp_path, capsys):
+    (tmp_path / "nets").mkdir()
+    (tmp_path / "nets" / "mine.py").write_text(
+        "import keras\n\n"
+        "def small(input_shape, num_classes):\n"
+        "    inputs = keras.Input(input_shape)\n"
+        "    x = keras.layers.Flatten()(inputs)\n"
+        "    outputs = keras.layers.Dense(num_classes, activation='softmax')(x)\n"
+        "    return keras.Model(inputs, outputs)\n\n"
+        "def logits(input_shape, num_classes):\n"
+        "    inputs = keras.Input(input_shape)\n"
+        "    return keras.Model(inputs, keras.layers.Dense(num_classes)(\n"
+        "        keras.layers.Flatten()(inputs)))\n"
+    )
+    params = {**TINY_PARAMS, "model": {"builder": "nets/mine.py:small"}}
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(params))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        scores = run_pipeline(tmp_path, params_file)
+        assert scores["accuracy"] > 0.3
+        params["model"]["builder"] = "nets/mine.py:logits"
+        params_file.write_text(yaml.safe_dump(params))
+        capsys.readouterr()
+        argv = ["--params", str(params_file), "--prepared", str(tmp_path / "prepared")]
+        argv += ["--augmented", str(tmp_path / "augmented"), "--model", str(tmp_path / "m.keras")]
+        argv += ["--live", str(tmp_path / "live2"), "--resume-dir", str(tmp_path / "r")]
+        assert train.main_cli(argv) == 2
+    err = capsys.readouterr().err
+    assert "model.builder='nets/mine.py:logits'" in err and "not class probabilities" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "m.keras").exists() and not (tmp_path / "live2").exists()
