@@ -57,9 +57,15 @@ def test_a_healthy_run_then_a_collapsed_one_by_the_pipelines_rules(tmp_path):
     assert write_verdict(path, record, accuracy=1.0, class_shares=shares) == "healthy"
     written = json.loads(path.read_text())
     assert written["verdict"] == "healthy" and written["clipped_steps"] >= 0
-    # Chance 0.25: collapsed below 0.25 + 0.1 * 0.75 = 0.325 (the pipeline's margin).
+    # Chance 0.25: collapsed below 0.25 + 0.1 * 0.75 = 0.325 (the pipeline's margin), once
+    # the run learned: its training loss fell below 0.5 ln 4 = 0.693 (else: unlearned).
+    assert 0 < record.lowest_loss < np.log(4)  # the lowest epoch loss, below chance
+    record.lowest_loss = 0.69
     assert write_verdict(path, record, accuracy=0.3, class_shares=shares) == "collapsed"
     assert json.loads(path.read_text())["verdict"] == "collapsed"
+    record.lowest_loss = 0.70
+    assert write_verdict(path, record, accuracy=0.3, class_shares=shares) == "unlearned"
+    assert write_verdict(path, record, accuracy=0.4, class_shares=shares) == "healthy"
 
 
 def test_a_run_that_goes_non_finite_is_diverged_and_a_dvclive_summary_gets_it(tmp_path):

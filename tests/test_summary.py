@@ -39,6 +39,7 @@ def test_each_label_rule_on_a_constructed_case(plan):
         "diverged": 0,
         "exploded": 0,
         "collapsed": 1,
+        "unlearned": 0,
     }
     # Clopper-Pearson, 1 failure in 4: low solves 1 - (1-p)^4 = 0.025, so 1 - 0.975^(1/4);
     # high solves (1-p)^4 + 4p(1-p)^3 = 0.025 (root found by hand with bisection: 0.8058796)

@@ -52,3 +52,16 @@ def test_chance_is_the_largest_class_share():
     shares = [0.7, 0.2, 0.1]
     assert verdict(accuracy=0.72, shares=shares) == "collapsed"
     assert verdict(accuracy=0.74, shares=shares) == "healthy"
+
+
+def test_a_run_at_chance_that_never_learned_is_unlearned_not_collapsed():
+    from gradguard.verdict import VerdictRules, run_verdict
+
+    # 4 balanced classes: chance 0.25, the loss at chance ln 4 = 1.386; learned below 0.693.
+    common = {"weight_growth": 1.5, "class_shares": [0.25] * 4, "rules": VerdictRules()}
+    at_chance = {**common, "diverged": False, "accuracy": 0.3}
+    assert run_verdict(**at_chance, lowest_loss=0.70) == "unlearned"
+    assert run_verdict(**at_chance, lowest_loss=0.69) == "collapsed"
+    assert run_verdict(**at_chance) == "collapsed"  # the lowest loss unknown
+    assert run_verdict(**{**at_chance, "accuracy": 0.9}, lowest_loss=1.2) == "healthy"
+    assert run_verdict(**{**at_chance, "diverged": True}, lowest_loss=1.3) == "diverged"

@@ -33,7 +33,8 @@ INITIALIZERS = (
     "orthogonal",
 )
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop")
-SOURCES = ("digits", "mnist", "fashion_mnist", "npz", "folder")
+SOURCES = ("digits", "mnist", "fashion_mnist", "npz", "folder", "temporal_order")
+GENERATED = ("temporal_order",)  # sources made from the seed: fixed split sizes, no file
 KINDS = ("image", "sequence", "table")  # what one example is: (H, W, C), (T, F) or (F,)
 BUILDER_FOLDER = "nets"  # a user's model builders live here (a dependency of train)
 
@@ -68,6 +69,11 @@ class DataParams:
     # auto: read from the data (gradguard.data.sources.kind_of); or one of KINDS
     kind: Literal["auto", "image", "sequence", "table"] = "auto"
     standardize: bool = True  # sequences and tables: each feature by the training split's
+    # Generated sources (temporal_order): the sequence length and each split's size.
+    length: int = 50
+    train_count: int = 20_000
+    val_count: int = 1_000
+    test_count: int = 10_000  # fresh sequences, as in Pascanu et al. 2013
 
     def validate(self) -> None:
         _check(self.source in SOURCES, "data.source", self.source, f"one of {SOURCES}")
@@ -85,6 +91,10 @@ class DataParams:
             "an integer in [4, 512]",
         )
         _check(self.channels in (1, 3), "data.channels", self.channels, "1 (grey) or 3 (RGB)")
+        _check(10 <= self.length <= 10_000, "data.length", self.length, "an integer in [10, 10000]")
+        for key in ("train_count", "val_count", "test_count"):
+            count = getattr(self, key)
+            _check(count >= 4, f"data.{key}", count, "an integer >= 4")
         _fraction("data.val_fraction", self.val_fraction)
         _fraction("data.test_fraction", self.test_fraction)
         total = self.val_fraction + self.test_fraction

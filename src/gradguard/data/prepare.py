@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from gradguard.data.shards import ShardWriter
-from gradguard.data.sources import CHUNK, load_data, source_name
+from gradguard.data.sources import CHUNK, generate, load_data, source_name
 from gradguard.data.splits import SPLITS, split_indices
 from gradguard.errors import ParamsError
 from gradguard.io import atomic_path, write_json
-from gradguard.params import DataParams, check_kind
+from gradguard.params import GENERATED, DataParams, check_kind
 
 
 def check_inside(path: str | None, raw: str | Path) -> None:
@@ -47,13 +47,14 @@ def prepare(params: DataParams, seed: int, raw: str | Path, out: str | Path) -> 
     """
     if params.source in ("npz", "folder"):
         check_inside(params.path, raw)
-    loaded = load_data(params)
+    generated = params.source in GENERATED
+    loaded = generate(params, seed) if generated else load_data(params)
     check_kind(loaded.kind, data=params)
     x, y = loaded.x, loaded.y
-    splits = split_indices(y, params, seed, source_name(params))  # check_dataset first
+    splits = loaded.splits or split_indices(y, params, seed, source_name(params))
     num_classes = int(y.max()) + 1
     scaling = None
-    if loaded.kind != "image" and params.standardize:
+    if loaded.kind != "image" and params.standardize and not generated:
         scaling = feature_moments(x, splits["train"])
     with atomic_path(out) as folder:
         folder.mkdir()

@@ -424,6 +424,25 @@ class Loaded:
     y: np.ndarray  # int32 labels 0..K-1
     kind: str
     why: str  # "data.kind", or the rule `kind_of` applied
+    splits: dict | None = None  # split -> rows, where the source fixes them (generated ones)
+
+
+def generate(params: DataParams, seed: int) -> Loaded:
+    """A generated source (`temporal_order`): each split drawn from its own seed, stored as
+    generated (one-hot symbols, not standardised), the splits' sizes the params'."""
+    from gradguard.data.tasks import temporal_order
+
+    if params.kind not in ("auto", "sequence"):
+        raise DataError(
+            f"data.kind={params.kind!r}: data.source={params.source!r} makes sequences; "
+            "expected data.kind auto or sequence"
+        )
+    counts = {"train": params.train_count, "val": params.val_count, "test": params.test_count}
+    parts = [temporal_order(n, params.length, seed * 3 + i) for i, n in enumerate(counts.values())]
+    ends = np.cumsum([0, *counts.values()])
+    splits = {name: np.arange(ends[i], ends[i + 1]) for i, name in enumerate(counts)}
+    x, y = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
+    return Loaded(x, y, "sequence", f"data.source={params.source!r} makes sequences", splits)
 
 
 def load_data(params: DataParams) -> Loaded:

@@ -63,7 +63,9 @@ def evaluate(
     probabilities = model.predict(test, verbose=0)
     scores = classification_metrics(y_test, probabilities)
     confusion, per_class = scores.pop("confusion"), scores.pop("per_class_accuracy")
-    metrics = _metrics(summary, scores, y_test, _baseline(prepared, params), params)
+    curves = read_curves(folder)
+    lowest = min((v for v in curves["loss"]["train"] if math.isfinite(v)), default=None)
+    metrics = _metrics(summary, scores, y_test, _baseline(prepared, params), params, lowest)
     write_json(out, metrics, sort_keys=False)
     predicted = probabilities.argmax(axis=1)
     write_json(plots / "confusion.json", {"confusion": confusion_rows(y_test, predicted)})
@@ -71,7 +73,7 @@ def evaluate(
         plots / "per_class.json",
         {"per_class": [{"class": k, "accuracy": v} for k, v in per_class.items()]},
     )
-    plot_training_curves(read_curves(folder), plots / "training_curves.png")
+    plot_training_curves(curves, plots / "training_curves.png")
     return Evaluation(metrics, confusion)
 
 
@@ -83,15 +85,22 @@ def _baseline(prepared: Path, params: Params) -> float:
     return baseline_accuracy(params.evaluate.baseline, train, test, params.seed)
 
 
-def _metrics(summary: dict, scores: dict, y_test, baseline: float, params: Params) -> dict:
+def _metrics(
+    summary: dict, scores: dict, y_test, baseline: float, params: Params, lowest_loss
+) -> dict:
     """The experiment's summary for `dvc exp show` and the gate, compared-most first."""
-    rules = VerdictRules(params.evaluate.explode_factor, params.evaluate.collapse_margin)
+    rules = VerdictRules(
+        params.evaluate.explode_factor,
+        params.evaluate.collapse_margin,
+        params.train.collapse_learned,
+    )
     verdict = run_verdict(
         diverged=summary["diverged"],
         weight_growth=math.inf if summary["weight_growth"] is None else summary["weight_growth"],
         accuracy=scores["accuracy"],
         class_shares=np.bincount(y_test) / len(y_test),
         rules=rules,
+        lowest_loss=lowest_loss,  # the lowest epoch's training loss
     )
     return {
         "accuracy": scores["accuracy"],

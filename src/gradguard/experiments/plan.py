@@ -10,7 +10,7 @@ the key and what was expected.
 
 What a run gives back is the project's own: `seed_param` is the params key each run's
 seed goes to, `metric` the `<file>:<dotted key>` the remedies are compared on,
-`verdict` (optional) where a run's healthy | diverged | exploded | collapsed is.
+`verdict` (optional) where a run's healthy | diverged | exploded | collapsed | unlearned is.
 """
 
 from __future__ import annotations

@@ -15,7 +15,14 @@ PLOTS = {
     "grad_norms": "compare_grad_norms.png",
     "verdicts": "compare_verdicts.png",
 }
-SHORT = {"healthy": "H", "diverged": "D", "exploded": "E", "collapsed": "C", FAILED_TO_RUN: "F"}
+SHORT = {
+    "healthy": "H",
+    "diverged": "D",
+    "exploded": "E",
+    "collapsed": "C",
+    "unlearned": "U",
+    FAILED_TO_RUN: "F",
+}
 
 
 def _pct(value: float | None, digits: int = 1) -> str:
@@ -159,7 +166,7 @@ def _runs_table(report: Mapping) -> list[str]:
     what = "test accuracy %" if _ours(report) else f"`{report['metric']}`"
     lines = [
         f"## Runs ({what}, verdict: H healthy, D diverged, E exploded, C collapsed, "
-        "F failed to run)",
+        "U unlearned, F failed to run)",
         "",
         "| remedy | overrides | " + " | ".join(f"s{s}" for s in seeds) + " |",
         "|---|---" + "|---" * len(seeds) + "|",
@@ -313,7 +320,9 @@ def _draw_verdicts(plt, report, _norms):
             grid[row, seeds.index(r["seed"])] = kinds.index(r["verdict"])
     from matplotlib.colors import ListedColormap
 
-    colours = ListedColormap(["tab:green", "tab:red", "tab:orange", "tab:purple", "tab:gray"])
+    colours = ListedColormap(
+        ["tab:green", "tab:red", "tab:orange", "tab:purple", "tab:cyan", "tab:gray"]
+    )
     fig, axis = plt.subplots(figsize=(1.8 + 0.7 * len(seeds), 0.8 + 0.4 * len(remedies)))
     axis.imshow(grid, cmap=colours, vmin=-0.5, vmax=len(kinds) - 0.5, aspect="auto")
     for (row, col), value in np.ndenumerate(grid):
@@ -321,6 +330,6 @@ def _draw_verdicts(plt, report, _norms):
             axis.text(col, row, SHORT[kinds[int(value)]], ha="center", va="center", fontsize=8)
     axis.set_xticks(range(len(seeds)), [f"s{s}" for s in seeds], fontsize=8)
     axis.set_yticks(range(len(remedies)), [s["name"] for s in remedies], fontsize=8)
-    axis.set_title("Verdict per remedy and seed (H D E C F)", fontsize=9)
+    axis.set_title("Verdict per remedy and seed (H D E C U F)", fontsize=9)
     fig.tight_layout()
     return fig

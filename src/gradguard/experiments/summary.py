@@ -27,8 +27,8 @@ GRADIENT_KEYS = ("max_grad_norm", "clip_fraction", "skipped_steps", "rollbacks")
 TRAIN_KEYS = ("weight_growth", "collapses")
 RUN_KEYS = (*GRADIENT_KEYS, "first_nonfinite_step", *TRAIN_KEYS)  # per run, when known
 RULES = (
-    "`unsafe`: at least one of the remedy's runs is not `healthy` (diverged, exploded or "
-    "collapsed).",
+    "`unsafe`: at least one of the remedy's runs is not `healthy` (diverged, exploded, "
+    "collapsed, or unlearned: at chance without ever having learned).",
     "The **best** remedy is, among those whose runs are all healthy, the one with the highest "
     "mean test accuracy (the first listed, on a tie).",
     "Every other remedy whose runs are all healthy is compared with the best on the seeds both "

@@ -37,6 +37,7 @@ class RunRecord(keras.callbacks.Callback):
         self.epoch_norms: list[float] = []
         self.stats: dict[str, Any] = {}
         self.max_grad_norm = 0.0  # the largest finite pre-clip global norm seen
+        self.lowest_loss = math.inf  # the lowest finite epoch training loss (`unlearned`)
 
     def _guard(self):
         optimizer = self.model.optimizer
@@ -54,6 +55,9 @@ class RunRecord(keras.callbacks.Callback):
             self.initial_norm = host_global_norm(self.model.trainable_weights)
 
     def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and math.isfinite(float(loss)):
+            self.lowest_loss = min(self.lowest_loss, float(loss))
         self.epoch_norms.append(host_global_norm(self.model.trainable_weights))
         self.stats = read_stats(self._guard())
         self.max_grad_norm = max(self.max_grad_norm, float(self.stats["window_norm_max"]))
@@ -95,6 +99,7 @@ def write_verdict(
         accuracy=float(accuracy),
         class_shares=list(class_shares),
         rules=rules or VerdictRules(),
+        lowest_loss=record.lowest_loss if math.isfinite(record.lowest_loss) else None,
     )
     stats = record.stats
     values = {
