@@ -29,7 +29,7 @@ import sys
 import numpy as np
 
 from gradguard.evaluation.gate import Rule, check_seeded
-from gradguard.evaluation.stats import failure_share
+from gradguard.evaluation.stats import share_interval
 
 ACCURACY = Rule("metrics/eval.json:accuracy", "higher", abs_tol=0.005)
 SHIFT = -2 * 0.005  # a regression of twice the tolerance
@@ -73,7 +73,7 @@ def table(values: np.ndarray, splits: int) -> list[str]:
             trials = sum(disjoint.values())
             cells = []
             for outcome in ("fail", "pass", "inconclusive"):
-                share = failure_share(disjoint[outcome], trials)
+                share = share_interval(disjoint[outcome], trials)
                 cells.append(
                     f"{disjoint[outcome]} of {trials} "
                     f"[{100 * share.low:.0f}, {100 * share.high:.0f} %]"

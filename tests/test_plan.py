@@ -20,9 +20,9 @@ from tests.compare_helpers import FOREIGN, REMEDIES
 
 def test_the_committed_plan_has_the_default_remedies_presets_and_five_seeds(plan, raw_params):
     assert list(plan.remedies) == REMEDIES
-    assert set(plan.presets) == {"stress", "late"}
+    assert set(plan.presets) == {"stress", "late", "temporal-order"}
     assert len(plan.seeds) == 5 and len(set(plan.seeds)) == 5
-    for base in (None, "stress", "late"):
+    for base in (None, *plan.presets):
         check_plan(choose(plan, base=base), raw_params)  # every run's params pass the schema
 
 
@@ -144,11 +144,17 @@ def test_an_experiment_name_reads_back_as_its_cell(cell):
         ("cmp-none-s1", "stress", None),  # a run without the base is not the base's
         ("gate-run-s1", None, None),  # another prefix
         ("cmp-none-lrfast-s1", None, None),  # a rate that is no number
-        # Without a base, a preset's run reads as a remedy named "stress-none", which no
-        # compare.yaml can hold (names are letters, digits and _): never taken for a cell.
-        ("cmp-stress-none-s1", None, "stress-none"),
+        # Without a base, a preset's run is no cell: remedy names hold no "-".
+        ("cmp-stress-none-s1", None, None),
     ],
 )
 def test_names_of_other_shapes_are_not_cells(name, base, remedy):
     cell = Cell.parse(name, "cmp", base)
     assert (cell and cell.remedy) == remedy
+
+
+def test_a_preset_name_with_a_hyphen_reads_back_whole():
+    cell = Cell("zscore_capped", 3, None, "temporal-order")
+    assert cell.experiment == "cmp-temporal-order-zscore_capped-s3"
+    assert Cell.parse(cell.experiment, base="temporal-order") == cell
+    assert Cell.parse(cell.experiment, base="temporal") is None  # another preset's run

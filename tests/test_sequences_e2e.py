@@ -15,7 +15,7 @@ import yaml
 
 from gradguard.verdict import VERDICTS
 from tests.conftest import ROOT
-from tests.e2e import commit, copy_of, dvc, experiments, sh
+from tests.e2e import commit, copy_of, dvc, experiments, reset, sh
 
 pytestmark = pytest.mark.slow
 
@@ -60,11 +60,11 @@ def test_a_builder_is_an_experiment_and_its_file_a_dependency_of_train(repo):
     assert row["params"]["params.yaml"]["data"]["model"]["builder"] == spec
     accuracy = row["metrics"]["metrics/eval.json"]["data"]["accuracy"]
     assert 0 <= accuracy <= 1
-    # The same params again: train's outputs come from DVC's run-cache, not a new run.
+    # From the baseline again, the same params: train's outputs come from DVC's run-cache.
+    reset(repo)
     output = dvc("exp", "run", "-n", "dense-again", "-S", f"model.builder={spec}", cwd=repo)
     assert "Stage 'train' is cached" in output
-    sh("git", "checkout", "-q", "--", ".", cwd=repo)
-    dvc("checkout", "-q", cwd=repo)
+    reset(repo)
     with open(repo / "nets" / "example.py", "a") as file:
         file.write("\n# edited\n")
     assert "train:" in dvc("status", cwd=repo)  # nets/ changed: training would run again

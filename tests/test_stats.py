@@ -7,27 +7,27 @@ import pytest
 
 from gradguard.evaluation import stats
 from gradguard.evaluation.stats import (
-    failure_share,
     iqm,
     paired_difference,
     probability_of_improvement,
     seeds_to_decide,
+    share_interval,
 )
 
 
 def test_clopper_pearson_against_its_closed_forms():
     # 0 of n: the upper bound solves (1 - p)^n = 0.025, so p = 1 - 0.025^(1/n).
-    none = failure_share(0, 5)
+    none = share_interval(0, 5)
     assert (none.estimate, none.low) == (0.0, 0.0)
     assert none.high == pytest.approx(1 - 0.025 ** (1 / 5), abs=1e-9)  # 0.52182
     # n of n, by symmetry: the lower bound is 0.025^(1/n).
-    every = failure_share(5, 5)
+    every = share_interval(5, 5)
     assert every.low == pytest.approx(0.025 ** (1 / 5), abs=1e-9) and every.high == 1.0
     # 1 of 10, the textbook value (Clopper and Pearson 1934 tables): [0.0025, 0.4450].
-    one = failure_share(1, 10)
+    one = share_interval(1, 10)
     assert (round(one.low, 4), round(one.high, 4)) == (0.0025, 0.4450)
-    with pytest.raises(ValueError, match="failures=6, runs=5"):
-        failure_share(6, 5)
+    with pytest.raises(ValueError, match="count=6, runs=5"):
+        share_interval(6, 5)
 
 
 def test_interquartile_mean_is_the_mean_of_the_middle_half():

@@ -103,3 +103,25 @@ def test_lower_is_better_picks_the_lowest_and_signs_differences_so_more_is_bette
     assert {p.name for p in plot_compare(report, {}, tmp_path, only=("accuracy",))} == {
         "compare_accuracy.png"
     }
+
+
+def test_the_share_solved_comes_with_its_exact_interval_beside_accuracy(plan):
+    chosen = small_plan(plan, ["none", "global_norm"])
+    flags = {"none": [True, True, True, False], "global_norm": [True] * 4}
+    runs = [
+        RunResult(Cell(name, seed), {"accuracy": 0.99, "verdict": "healthy", "solved": flag})
+        for name, row in flags.items()
+        for seed, flag in zip(chosen.seeds, row, strict=True)
+    ]
+    report = summarize(chosen, runs, "params.yaml")
+    by = {s["name"]: s["solved"] for s in report["remedies"]}
+    # Clopper-Pearson by hand: 4 of 4 -> [0.025 ** (1/4), 1]; 3 of 4 -> high 0.975 ** (1/4).
+    assert by["global_norm"]["low"] == pytest.approx(0.025**0.25, abs=1e-4)
+    assert (by["none"]["solved"], by["none"]["runs"]) == (3, 4)
+    assert by["none"]["estimate"] == 0.75
+    assert by["none"]["high"] == pytest.approx(0.975**0.25, abs=1e-4)
+    text = markdown(report)
+    assert "solved, 95 % CI" in text and "3/4 [19, 99] %" in text and "4/4 [40, 100] %" in text
+    without = summarize(chosen, runs_of(chosen, {n: [(0.9, "healthy")] * 4 for n in flags}), "p")
+    assert all(s["solved"] is None for s in without["remedies"])
+    assert "solved, 95 % CI" not in markdown(without)

@@ -31,6 +31,7 @@ INITIALIZERS = (
     "he_uniform",
     "lecun_normal",
     "orthogonal",
+    "normal",  # N(0, init_scale^2): Pascanu et al. 2013's plain Gaussian
 )
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop")
 SOURCES = ("digits", "mnist", "fashion_mnist", "npz", "folder", "temporal_order")

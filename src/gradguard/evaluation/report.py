@@ -85,6 +85,9 @@ def _baseline(prepared: Path, params: Params) -> float:
     return baseline_accuracy(params.evaluate.baseline, train, test, params.seed)
 
 
+SOLVED_ERROR = 0.01  # `solved`: a test error rate below this
+
+
 def _metrics(
     summary: dict, scores: dict, y_test, baseline: float, params: Params, lowest_loss
 ) -> dict:
@@ -102,10 +105,14 @@ def _metrics(
         rules=rules,
         lowest_loss=lowest_loss,  # the lowest epoch's training loss
     )
+    errors = round((1.0 - scores["accuracy"]) * len(y_test))
     return {
         "accuracy": scores["accuracy"],
         "verdict": verdict,
         "healthy": verdict == "healthy",
+        # Pascanu et al. 2013's criterion (their text): under 1 % misclassified.
+        "solved": errors < SOLVED_ERROR * len(y_test),
+        "test_errors": errors,
         "diverged": bool(summary["diverged"]),
         **{key: summary[key] for key in SUMMARY_KEYS},
         "f1_macro": scores["f1_macro"],

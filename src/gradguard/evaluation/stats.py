@@ -41,25 +41,24 @@ class Interval:
         return self.low <= value <= self.high
 
 
-def failure_share(failures: int, runs: int, confidence: float = CONFIDENCE) -> Interval:
-    """The share of runs that failed, with its exact (Clopper-Pearson) interval.
+def share_interval(count: int, runs: int, confidence: float = CONFIDENCE) -> Interval:
+    """The share of runs with some outcome (not healthy; solved), with its exact
+    (Clopper-Pearson) interval.
 
     Args:
-        failures: runs that were not healthy.
+        count: runs with the outcome.
         runs: runs in all (>= 1).
         confidence: the interval's confidence level.
 
     Raises:
-        ValueError: `runs` < 1 or `failures` outside 0..runs.
+        ValueError: `runs` < 1 or `count` outside 0..runs.
     """
     from scipy.stats import binomtest
 
-    if runs < 1 or not 0 <= failures <= runs:
-        raise ValueError(
-            f"failures={failures}, runs={runs}; expected 0 <= failures <= runs, runs >= 1"
-        )
-    ci = binomtest(failures, runs).proportion_ci(confidence_level=confidence, method="exact")
-    return Interval(failures / runs, float(ci.low), float(ci.high))
+    if runs < 1 or not 0 <= count <= runs:
+        raise ValueError(f"count={count}, runs={runs}; expected 0 <= count <= runs, runs >= 1")
+    ci = binomtest(count, runs).proportion_ci(confidence_level=confidence, method="exact")
+    return Interval(count / runs, float(ci.low), float(ci.high))
 
 
 def iqm(values: Sequence[float]) -> float:

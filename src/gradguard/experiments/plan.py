@@ -57,6 +57,8 @@ class Cell:
         if not name.startswith(head) or not body or not seed.isdigit():
             return None
         remedy, _, rate = body.partition("-lr")
+        if "-" in remedy:  # remedies hold no "-": a run of another (hyphenated) preset
+            return None
         try:
             learning_rate = float(rate) if rate else None
         except ValueError:
@@ -140,9 +142,14 @@ def _named(raw: Mapping, key: str, source: str) -> dict[str, dict[str, Any]]:
     table = raw.get(key)
     if not isinstance(table, Mapping) or not table:
         _fail(source, f"{key} is invalid; expected a mapping of names to overrides")
+    # A preset's name is read back from run names as a whole (`Cell.parse(base=...)`), so it
+    # may hold "-"; a remedy's is split off at "-lr" and "-s", so it may not.
+    allowed = "_-" if key == "presets" else "_"
     for name in table:
-        if not isinstance(name, str) or not name.replace("_", "").isalnum():
-            _fail(source, f"{key} name {name!r} is invalid; expected letters, digits and _")
+        plain = name.translate(str.maketrans("", "", allowed)) if isinstance(name, str) else ""
+        if not plain.isalnum() or name.startswith("-"):
+            what = "letters, digits, _ and -" if key == "presets" else "letters, digits and _"
+            _fail(source, f"{key} name {name!r} is invalid; expected {what}")
     return {name: _overrides(value, f"{source}: {key}.{name}") for name, value in table.items()}
 
 

@@ -110,15 +110,17 @@ def _margin(report: Mapping) -> str:
 
 def _summary_table(report: Mapping) -> list[str]:
     headroom = any(s["headroom"] for s in report["remedies"])
+    solved = any(s.get("solved") for s in report["remedies"])  # runs that record `solved`
     level = _level(report)
     lines = [
         "| remedy | label | verdicts | not healthy, 95 % CI | "
         + ("accuracy" if _ours(report) else "metric")
-        + " mean ± std | IQM "
-        f"| healthy runs: mean | vs none [{level} CI] | P(> none) | vs best [{level} CI] "
+        + " mean ± std | "
+        + ("solved, 95 % CI | " if solved else "")
+        + f"IQM | healthy runs: mean | vs none [{level} CI] | P(> none) | vs best [{level} CI] "
         "| max grad norm | clip fraction | skipped steps | rollbacks | collapses "
         "| max weight growth |" + (" highest healthy lr |" if headroom else ""),
-        "|---" * (16 + headroom) + "|",
+        "|---" * (16 + solved + headroom) + "|",
     ]
     for s in report["remedies"]:
         every, healthy, grads = s["metric"]["all"], s["metric"]["healthy"], s["gradients"]
@@ -137,6 +139,7 @@ def _summary_table(report: Mapping) -> list[str]:
             "-"
             if every is None
             else f"{_show(report, every['mean'])} ± {_show(report, every['std'])}",
+            *([_solved(s.get("solved"))] if solved else []),
             "-" if every is None else _show(report, every["iqm"]),
             "-"
             if healthy is None
@@ -155,6 +158,15 @@ def _summary_table(report: Mapping) -> list[str]:
             row.append(_number((s["headroom"] or {}).get("highest_healthy_rate"), "{:g}"))
         lines.append("| " + " | ".join(row) + " |")
     return [*lines, ""]
+
+
+def _solved(share: Mapping | None) -> str:
+    """`4/5 [28, 99] %`: runs solved of those run, with the exact 95 % interval."""
+    if share is None:
+        return "-"
+    return (
+        f"{share['solved']}/{share['runs']} [{_pct(share['low'], 0)}, {_pct(share['high'], 0)}] %"
+    )
 
 
 def _cell(run: Mapping | None, report: Mapping) -> str:

@@ -116,12 +116,23 @@ def _summary(plan: Plan, results: Sequence[RunResult], name: str, confidence: fl
         "verdicts": {v: counts[v] for v in VERDICTS},
         "failed_to_run": [r.cell.seed for r in runs if r.metrics is None],
         "not_healthy": (
-            _interval(stats.failure_share(failures, len(finished))) if finished else None
+            _interval(stats.share_interval(failures, len(finished))) if finished else None
         ),
         "metric": spread,
         **({"accuracy": spread} if plan.metric == OURS else {}),  # the old name, as an alias
+        "solved": _solved(finished),
         "gradients": _gradients(finished),
     }
+
+
+def _solved(finished: Sequence[RunResult]) -> dict | None:
+    """The share of runs that solved the task (their `solved` key), with its exact interval;
+    None when any run does not record it."""
+    flags = [r.metrics.get("solved") for r in finished]
+    if not flags or not all(isinstance(flag, bool) for flag in flags):
+        return None
+    share = _interval(stats.share_interval(sum(flags), len(flags)))
+    return {"solved": sum(flags), "runs": len(flags), **share}
 
 
 def _run_row(run: RunResult, ours: bool) -> dict:

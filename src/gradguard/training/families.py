@@ -31,11 +31,12 @@ def build_initializer(name: str, scale: float = 1.0, seed: int | None = None):
 
     Variance-scaling schemes draw with variance `s / fan`, so a factor `scale` on
     the standard deviation is `s * scale**2` on the variance; for `orthogonal` it
-    is the gain. `scale=1` gives exactly Keras's initialiser of that name.
+    is the gain, for `normal` (N(0, 1)) the standard deviation itself. `scale=1` gives
+    exactly Keras's initialiser of that name.
 
     Args:
-        name: glorot_uniform, glorot_normal, he_normal, he_uniform, lecun_normal
-            or orthogonal.
+        name: glorot_uniform, glorot_normal, he_normal, he_uniform, lecun_normal,
+            orthogonal or normal.
         scale: multiplies the standard deviation (> 0).
         seed: the initialiser's seed; give each layer its own.
 
@@ -48,8 +49,11 @@ def build_initializer(name: str, scale: float = 1.0, seed: int | None = None):
     """
     if name == "orthogonal":
         return keras.initializers.Orthogonal(gain=scale, seed=seed)
+    if name == "normal":  # standard deviation 1, times scale
+        return keras.initializers.RandomNormal(0.0, scale, seed=seed)
     if name not in _VARIANCE_SCALING:
-        raise ValueError(f"init={name!r}; expected one of {(*_VARIANCE_SCALING, 'orthogonal')}")
+        expected = (*_VARIANCE_SCALING, "orthogonal", "normal")
+        raise ValueError(f"init={name!r}; expected one of {expected}")
     base, mode, distribution = _VARIANCE_SCALING[name]
     return keras.initializers.VarianceScaling(
         scale=base * scale**2, mode=mode, distribution=distribution, seed=seed
