@@ -29,6 +29,11 @@ def workspace(tmp_path, monkeypatch):
         (["--shard", "3/2"], "--shard '3/2' is invalid"),
         (["--shard", "1/2", "--until-decided"], "writes no report"),
         (["--config", "missing.yaml"], "missing.yaml: file not found"),
+        (["--sweep", "data.length=20"], "at least 2 distinct values"),
+        (["--sweep", "data.length"], "expected KEY=V1,V2"),
+        (["--sweep", "data.length=20,40", "--shard", "1/2"], "leave out --shard"),
+        (["--sweep", "data.lenght=20,40"], "data.lenght=20: no such key"),
+        (["--sweep", "data.length=20,5", "--base", "temporal-order"], "data.length=5 is invalid"),
     ],
 )
 def test_bad_command_lines_exit_2_with_one_line(workspace, capsys, argv, message):

@@ -81,6 +81,7 @@ def compare_parser(prog: str = "gradguard compare") -> argparse.ArgumentParser:
     add("--max-seeds", type=int, default=10, help="--until-decided's limit (default %(default)s)")
     add("--lr-ladder", type=_numbers(float), default=[], help="e.g. 0.01,0.03,0.1,0.3")
     add("--shard", help="K/N: run only the K-th of N disjoint shares of the grid (no report)")
+    add("--sweep", help="KEY=V1,V2,...: the compare once per value (e.g. data.length=20,40)")
     add("--out", default="reports", help="the report's folder (default %(default)s)")
     add("--poll", type=float, default=5.0, help="seconds between looks (default %(default)s)")
     return cli
@@ -102,6 +103,43 @@ def plan_of(args: argparse.Namespace) -> Plan:
     return plan
 
 
+def _sweep_plans(args, plan: Plan, share, looks) -> tuple[str, list]:
+    """The sweep's key and one checked plan per value; ParamsError names the first problem."""
+    from gradguard.experiments.sweep import parse_sweep, sweep_plans
+
+    if share is not None or looks or args.lr_ladder:
+        raise ParamsError(
+            "--sweep runs whole compares: leave out --shard, --until-decided and --lr-ladder"
+        )
+    key, values = parse_sweep(args.sweep)
+    plans = sweep_plans(plan, key, values)
+    raw = _yaml(args.params)
+    for _, each in plans:
+        check_plan(each, raw, source=args.params)
+    return key, plans
+
+
+def _run_sweep(args, queue: Experiments, sweep: tuple[str, list]) -> int:
+    """Each value's compare in turn (its report in `out/<preset>/`), then the sweep's report."""
+
+    from gradguard.experiments.sweep import sweep_report, write_sweep
+
+    key, plans = sweep
+    status, reports = 0, []
+    for _, plan in plans:
+        out = Path(args.out) / plan.base
+        flow = CompareRun(queue, plan, args.jobs, out=out, poll=args.poll)
+        try:
+            status |= flow.report_only() if args.report_only else flow.run()
+        except DvcError as error:
+            print(f"compare: error: {error}", file=sys.stderr)
+            return 1
+        reports.append(json.loads((out / "compare.json").read_text(encoding="utf-8")))
+    write_sweep(sweep_report(key, [value for value, _ in plans], reports), Path(args.out))
+    print(f"compare: wrote {args.out}/sweep.md, sweep.json and {args.out}/sweep.png", flush=True)
+    return status
+
+
 def _yaml(path: str):
     return read_yaml(path, ParamsError)
 
@@ -119,6 +157,13 @@ def compare_main(argv: list[str] | None = None, prog: str = "gradguard compare")
         return 2
     looks = planned_looks(len(plan.seeds), args.max_seeds) if args.until_decided else ()
     queue = Experiments(files=plan.files)
+    if args.sweep is not None:
+        try:
+            plans = _sweep_plans(args, plan, share, looks)
+        except ParamsError as error:
+            print(f"compare: error: {error}", file=sys.stderr)
+            return 2
+        return _run_sweep(args, queue, plans)
     flow = CompareRun(queue, plan, args.jobs, out=Path(args.out), looks=looks, poll=args.poll)
     try:
         if share is not None:

@@ -108,7 +108,7 @@ def _margin(report: Mapping) -> str:
     return f"{100 * report['margin']:g} points" if _ours(report) else f"{report['margin']:g}"
 
 
-def _summary_table(report: Mapping) -> list[str]:
+def summary_table(report: Mapping) -> list[str]:
     headroom = any(s["headroom"] for s in report["remedies"])
     solved = any(s.get("solved") for s in report["remedies"])  # runs that record `solved`
     level = _level(report)
@@ -221,13 +221,13 @@ def _notes(report: Mapping) -> list[str]:
 
 def markdown(report: Mapping) -> str:
     """The report as markdown: the label rules, then the summary, runs and notes."""
-    lines = _header(report) + _summary_table(report) + _runs_table(report) + _notes(report)
+    lines = _header(report) + summary_table(report) + _runs_table(report) + _notes(report)
     shown = [n for n in PLOTS if n != "grad_norms" or report.get("gradient_plot") is not False]
     lines += [f"![{name}]({PLOTS[name]})" for name in shown]
     return "\n".join(lines) + "\n"
 
 
-def _save(fig, path: Path) -> None:
+def save_png(fig, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
 
@@ -261,7 +261,7 @@ def plot_compare(
         if name not in only:
             continue
         fig = draw(plt, report, norms)
-        _save(fig, folder / PLOTS[name])
+        save_png(fig, folder / PLOTS[name])
         plt.close(fig)
         drawn.append(folder / PLOTS[name])
     return drawn
