@@ -19,7 +19,7 @@ def main(args, params) -> None:
     source = Path(args.prepared) / "train"
     counts = augment_shards(source, args.out, params.augment, params.seed, progress)
     print(
-        f"augment: {counts['images']} training images + {counts['written']} augmented copies "
+        f"augment: {counts['images']} training examples + {counts['written']} augmented copies "
         f"-> {args.out}"
     )
 
