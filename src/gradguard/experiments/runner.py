@@ -164,7 +164,7 @@ class Runner:
 
         Gone means both: `dvc queue status` counts no worker alive, and DVC's record of the
         run's process does not show it alive (`Experiments.process_alive`). Celery's count
-        comes from a one-second `inspect` that a loaded machine can miss (issue 31): a run
+        comes from a one-second `inspect` that a loaded machine can miss: a run
         whose recorded process is alive is never stopped, whatever the count says."""
         running = [found[c.experiment] for c in waiting if c.experiment in found]
         running = [exp for exp in running if exp.state == "running"]
