@@ -95,7 +95,13 @@ def test_the_four_stages_on_tiny_params(tmp_path, tiny_params_file):
     assert [row["class"] for row in per_class] == [str(k) for k in range(10)]
     assert 0.9 < scores["baseline_accuracy"] <= 1.0  # an RBF kernel machine on 12x12 digits
     # The comparison columns first (`dvc exp show` keeps the file's order).
-    assert list(scores)[:5] == ["accuracy", "verdict", "healthy", "diverged", "max_grad_norm"]
+    first = ["accuracy", "verdict", "healthy", "solved", "test_errors", "diverged"]
+    assert list(scores)[:6] == first
+    # solved: under 1 % of the test split misclassified (the paper's criterion), by hand.
+    errors = round((1 - scores["accuracy"]) * scores["test_images"])
+    assert scores["test_errors"] == errors and scores["solved"] == (
+        errors < 0.01 * scores["test_images"]
+    )
     assert scores["verdict"] == "healthy" and summary_growth(tmp_path) < 2.0
     summary = json.loads((tmp_path / "live" / "metrics.json").read_text())
     assert summary["run"]["epochs"] == 2 and summary["step"] == 1
