@@ -158,6 +158,9 @@ def test_state_and_snapshots_round_trip_for_a_resumed_run():
     assert [s[0] for s in fewer._snapshots] == state["snapshot_steps"][-2:]
 
 
+@pytest.mark.skipif(
+    keras.backend.backend() == "jax", reason="the collapse check reads the batch loss: not on JAX"
+)
 def test_a_collapse_rolls_back_to_a_snapshot_from_before_it():
     # Chance loss 4 (collapse_loss), so learned below 2 and at chance above 3.6. Zero weights
     # start at mean(y^2) ~ 5 (not yet learned); SGD brings the batch loss under 2 within 8
