@@ -20,7 +20,15 @@ from tests.compare_helpers import FOREIGN, REMEDIES
 
 def test_the_committed_plan_has_the_default_remedies_presets_and_five_seeds(plan, raw_params):
     assert list(plan.remedies) == REMEDIES
-    assert set(plan.presets) == {"stress", "late", "temporal-order"}
+    assert set(plan.presets) == {
+        "stress",
+        "late",
+        "temporal-order",
+        "temporal-order-sigmoid",
+        "temporal-order-smart",
+    }
+    smart = plan.presets["temporal-order-smart"]  # the paper's network, its own init
+    assert smart["train.batch_size"] == 20 and smart["model.recurrent_init"] == "sparse"
     assert len(plan.seeds) == 5 and len(set(plan.seeds)) == 5
     for base in (None, *plan.presets):
         check_plan(choose(plan, base=base), raw_params)  # every run's params pass the schema
