@@ -67,7 +67,7 @@ class DataParams:
     channels: int = 1  # 1: grey (colour converted to luma); 3: RGB kept end to end
     val_fraction: float = 0.15  # share of all samples held out for validation
     test_fraction: float = 0.15  # share of all samples held out for the final test
-    # auto: read from the data (gradguard.data.sources.kind_of); or one of KINDS
+    # auto: read from the data (gradguard.data.kinds.kind_of); or one of KINDS
     kind: Literal["auto", "image", "sequence", "table"] = "auto"
     standardize: bool = True  # sequences and tables: each feature by the training split's
     # Generated sources (temporal_order): the sequence length and each split's size.

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from gradguard.data.kinds import generate, load_data
 from gradguard.data.shards import ShardWriter
-from gradguard.data.sources import CHUNK, generate, load_data, source_name
+from gradguard.data.sources import CHUNK, source_name
 from gradguard.data.splits import SPLITS, split_indices
 from gradguard.errors import ParamsError
 from gradguard.io import atomic_path, write_json

@@ -87,6 +87,14 @@ def _head(x, inputs, num_classes: int, params: ModelParams, kernel_inits, seed: 
     return keras.Model(inputs, outputs, name=name)
 
 
+def _block(layer, x, params: ModelParams, index: int):
+    """`layer` (a conv or a Dense without bias under batch norm), optional BatchNorm, activation."""
+    x = layer(x)
+    if params.batch_norm:
+        x = keras.layers.BatchNormalization(name=f"bn{index}")(x)
+    return keras.layers.Activation(params.activation, name=f"act{index}")(x)
+
+
 def build_cnn(
     input_shape: tuple[int, int, int],
     num_classes: int,
@@ -106,17 +114,15 @@ def build_cnn(
     x = inputs
     side = input_shape[0]
     for index, filters in enumerate(params.filters):
-        x = keras.layers.Conv2D(
+        conv = keras.layers.Conv2D(
             filters,
             params.kernel_size,
             padding="same",
             use_bias=not params.batch_norm,
             kernel_initializer=next(kernel_inits),
             name=f"conv{index}",
-        )(x)
-        if params.batch_norm:
-            x = keras.layers.BatchNormalization(name=f"bn{index}")(x)
-        x = keras.layers.Activation(params.activation, name=f"act{index}")(x)
+        )
+        x = _block(conv, x, params, index)
         if params.pooling == "max" and side >= 2:
             x = keras.layers.MaxPooling2D(2, name=f"pool{index}")(x)
             side //= 2
@@ -215,15 +221,13 @@ def build_mlp(
     inputs = keras.Input(input_shape, name="features")
     x = inputs
     for index, width in enumerate(params.hidden):
-        x = keras.layers.Dense(
+        dense = keras.layers.Dense(
             width,
             use_bias=not params.batch_norm,
             kernel_initializer=next(kernel_inits),
             name=f"dense{index}",
-        )(x)
-        if params.batch_norm:
-            x = keras.layers.BatchNormalization(name=f"bn{index}")(x)
-        x = keras.layers.Activation(params.activation, name=f"act{index}")(x)
+        )
+        x = _block(dense, x, params, index)
     return _head(x, inputs, num_classes, params, kernel_inits, seed, "gradguard_mlp")
 
 
