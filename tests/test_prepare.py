@@ -151,3 +151,12 @@ def test_prepare_standardises_every_split_by_the_training_split_only(tmp_path):
     raw = np.concatenate([part for part, _ in iter_shards(tmp_path / "plain" / "train")])
     # The stored training split is the raw one scaled by the moments stats.json keeps.
     np.testing.assert_allclose(standardise(raw, stats["standardize"]), train, rtol=1e-5, atol=1e-5)
+
+
+def test_feature_moments_keep_their_precision_far_from_zero():
+    from gradguard.data.prepare import feature_moments
+
+    # 1e8 + (-1, 0, 1): std sqrt(2/3) exactly; E[x^2] - E[x]^2 would lose it to rounding.
+    x = np.array([[1e8 - 1], [1e8], [1e8 + 1]], np.float64)
+    moments = feature_moments(x, np.arange(3))
+    assert moments["mean"] == [1e8] and moments["std"] == pytest.approx([np.sqrt(2 / 3)], 1e-12)

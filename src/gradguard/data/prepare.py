@@ -91,19 +91,20 @@ def prepare(params: DataParams, seed: int, raw: str | Path, out: str | Path) -> 
 def feature_moments(x: np.ndarray, rows: np.ndarray) -> dict[str, list[float]]:
     """Each feature's (last axis) mean and std over `x[rows]`, in float64, chunk by chunk.
 
-    The std is the population one (ddof 0); a constant feature gets std 1, so that
-    standardising leaves it at 0 rather than dividing by zero.
+    Two passes (the mean, then the squared deviations from it), so a feature far from 0
+    loses no precision to E[x^2] - E[x]^2. The std is the population one (ddof 0); a
+    constant feature gets std 1, so that standardising leaves it at 0.
     """
     features = x.shape[-1]
-    count, total, squares = 0, np.zeros(features), np.zeros(features)
-    for start in range(0, len(rows), CHUNK):
-        chunk = x[rows[start : start + CHUNK]].astype(np.float64).reshape(-1, features)
-        count += len(chunk)
-        total += chunk.sum(axis=0)
-        squares += np.square(chunk).sum(axis=0)
-    mean = total / max(count, 1)
-    variance = np.maximum(squares / max(count, 1) - np.square(mean), 0.0)
-    std = np.sqrt(variance)
+
+    def chunks():
+        for start in range(0, len(rows), CHUNK):
+            yield x[rows[start : start + CHUNK]].astype(np.float64).reshape(-1, features)
+
+    count = max(len(rows) * int(np.prod(x.shape[1:-1])), 1)  # values a feature has
+    mean = sum((chunk.sum(axis=0) for chunk in chunks()), np.zeros(features)) / count
+    squares = sum((np.square(chunk - mean).sum(axis=0) for chunk in chunks()), np.zeros(features))
+    std = np.sqrt(squares / count)
     std[std <= 1e-12 * np.maximum(np.abs(mean), 1.0)] = 1.0
     return {"mean": mean.tolist(), "std": std.tolist()}
 
