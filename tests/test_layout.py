@@ -28,7 +28,7 @@ SOURCES = {"gradguard": ROOT / "src" / "gradguard", "stages": ROOT / "stages"}
 
 # Layers, lowest first: a module imports from its own layer or lower ones only.
 LAYERS = [
-    ("errors", "settings", "io", "params", "verdict", "native_log"),
+    ("errors", "settings", "io", "kind_keys", "params", "verdict", "native_log"),
     ("functional",),
     ("guard", "loss_scale", "_tf_distribute"),
     ("data",),

@@ -13,8 +13,9 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Literal, get_args, get_origin
 
-from gradguard.errors import ParamsError
+from gradguard.errors import ParamsError, invalid
 from gradguard.io import read_yaml
+from gradguard.kind_keys import check_builder
 from gradguard.settings import (
     BOUNDS,
     CLIP_MODES,
@@ -36,13 +37,11 @@ INITIALIZERS = (
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop")
 SOURCES = ("digits", "mnist", "fashion_mnist", "npz", "folder", "temporal_order")
 GENERATED = ("temporal_order",)  # sources made from the seed: fixed split sizes, no file
-KINDS = ("image", "sequence", "table")  # what one example is: (H, W, C), (T, F) or (F,)
-BUILDER_FOLDER = "nets"  # a user's model builders live here (a dependency of train)
 
 
 def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
-        raise ParamsError(f"params: {key}={value!r} is invalid; expected {allowed}")
+        raise invalid(key, value, allowed)
 
 
 def _setting(key: str, value: Any) -> None:
@@ -67,7 +66,7 @@ class DataParams:
     channels: int = 1  # 1: grey (colour converted to luma); 3: RGB kept end to end
     val_fraction: float = 0.15  # share of all samples held out for validation
     test_fraction: float = 0.15  # share of all samples held out for the final test
-    # auto: read from the data (gradguard.data.kinds.kind_of); or one of KINDS
+    # auto: read from the data (gradguard.data.kinds.kind_of); or one of gradguard.kind_keys.KINDS
     kind: Literal["auto", "image", "sequence", "table"] = "auto"
     standardize: bool = True  # sequences and tables: each feature by the training split's
     # Generated sources (temporal_order): the sequence length and each split's size.
@@ -105,26 +104,6 @@ class DataParams:
             round(total, 6),
             "a sum below 1 so that a training split remains",
         )
-
-
-def check_builder(spec: str | None) -> None:
-    """`model.builder` is null or `nets/<file>.py:<function>` (inside nets/, no `..`)."""
-    if spec is None:
-        return
-    path, _, function = spec.rpartition(":")
-    parts = path.split("/")
-    _check(
-        len(parts) >= 2
-        and parts[0] == BUILDER_FOLDER
-        and ".." not in parts
-        and "" not in parts
-        and path.endswith(".py")
-        and function.isidentifier(),
-        "model.builder",
-        spec,
-        f"null or '{BUILDER_FOLDER}/<file>.py:<function>', a file inside {BUILDER_FOLDER}/ "
-        "(the folder dvc.yaml tracks as train's model code)",
-    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -382,72 +361,6 @@ class Params:
         )
         for section in (self.data, self.augment, self.model, self.train, self.evaluate):
             section.validate()
-
-
-# Keys that mean something for some kinds of data only -> those kinds. Set away from their
-# default (the committed params.yaml's value: a test pins the two equal) for data of
-# another kind, they are refused; `augment.copies` must be 0 for every kind but images.
-KIND_KEYS = {
-    "data.image_size": ("image",),
-    "data.channels": ("image",),
-    "data.standardize": ("sequence", "table"),
-    "augment.copies": ("image",),
-    "augment.rotation": ("image",),
-    "augment.shift": ("image",),
-    "augment.zoom": ("image",),
-    "augment.noise_std": ("image",),
-    "model.filters": ("image",),
-    "model.kernel_size": ("image",),
-    "model.pooling": ("image",),
-    "model.head": ("image",),
-    "model.batch_norm": ("image", "table"),
-    "model.rnn": ("sequence",),
-    "model.units": ("sequence",),
-    "model.layers": ("sequence",),
-    "model.recurrent_init": ("sequence",),
-    "model.recurrent_scale": ("sequence",),
-    "model.recurrent_nonzero": ("sequence",),
-    "model.hidden": ("table",),
-}
-
-
-def check_kind(kind: str, **sections: Any) -> None:
-    """Refuse the keys of the given sections (`data=`, `augment=`, `model=`: their params)
-    that mean nothing for data of `kind` (`KIND_KEYS`), and, with `model.builder` set,
-    every other `model` key: the builder's model is as it writes it. A key left at its
-    default is never an error.
-
-    Raises:
-        ParamsError: one line naming the key, its value and the kind.
-    """
-    for key, kinds in KIND_KEYS.items():
-        section, name = key.split(".")
-        if section not in sections or kind in kinds:
-            continue
-        value = getattr(sections[section], name)
-        if key == "augment.copies":
-            _check(value == 0, key, value, f"0 for data.kind {kind!r} (augmentation is for images)")
-            continue
-        default = getattr(type(sections[section])(), name)
-        _check(
-            value == default,
-            key,
-            value,
-            f"{default!r}: it means nothing for data.kind {kind!r}, only for "
-            + " and ".join(kinds),
-        )
-    model = sections.get("model")
-    if model is not None and model.builder is not None:
-        defaults = ModelParams()
-        for field in dataclasses.fields(ModelParams):
-            value = getattr(model, field.name)
-            _check(
-                field.name == "builder" or value == getattr(defaults, field.name),
-                f"model.{field.name}",
-                value,
-                f"{getattr(defaults, field.name)!r}: with model.builder={model.builder!r} the "
-                "model is as the builder writes it",
-            )
 
 
 def _coerce(key: str, value: Any, annotation: Any) -> Any:

@@ -10,7 +10,8 @@ import numpy as np
 
 from gradguard.data.shards import ShardWriter, iter_shards, read_index
 from gradguard.io import atomic_path, write_json
-from gradguard.params import AugmentParams, check_kind
+from gradguard.kind_keys import check_kind
+from gradguard.params import AugmentParams
 
 _BATCH = 256  # fixed, so the random stream (and thus the bytes) never depends on memory
 

@@ -75,7 +75,7 @@ def load_features(path: str, kind: str) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclasses.dataclass(frozen=True)
 class Loaded:
-    """A source's examples, their kind (one of `gradguard.params.KINDS`), and why that kind."""
+    """A source's examples, their kind (one of `gradguard.kind_keys.KINDS`), and why that kind."""
 
     x: np.ndarray  # uint8 images, or float32 sequences or tables
     y: np.ndarray  # int32 labels 0..K-1

@@ -17,7 +17,8 @@ from gradguard.data.sources import CHUNK, source_name
 from gradguard.data.splits import SPLITS, split_indices
 from gradguard.errors import ParamsError
 from gradguard.io import atomic_path, write_json
-from gradguard.params import GENERATED, DataParams, check_kind
+from gradguard.kind_keys import check_kind
+from gradguard.params import GENERATED, DataParams
 
 
 def check_inside(path: str | None, raw: str | Path) -> None:

@@ -45,7 +45,7 @@ class ShardWriter:
         example_shape: the shape of every example ((H, W, C) for an image).
         num_classes: the class count of the whole data set (the index records it).
         dtype: of the examples, one of `DTYPES`.
-        kind: what an example is: image, sequence or table (`gradguard.params.KINDS`).
+        kind: what an example is: image, sequence or table (`gradguard.kind_keys.KINDS`).
     """
 
     def __init__(

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 
 from gradguard.errors import ParamsError
-from gradguard.params import check_builder
+from gradguard.kind_keys import check_builder
 
 
 def _fail(spec: str, what: str) -> ParamsError:

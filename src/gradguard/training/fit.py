@@ -11,7 +11,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from gradguard.params import Params, check_kind
+from gradguard.kind_keys import check_kind
+from gradguard.params import Params
 from gradguard.training.callbacks import (
     DivergenceMonitor,
     GradientStatsLogger,
