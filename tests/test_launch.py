@@ -21,24 +21,12 @@ def parse(*argv):
     return cli
 
 
-def test_local_workers_set_the_count_and_drop_any_cluster_already_in_the_environment():
-    old = {"JAX_PROCESS_ID": "3", "JAX_NUM_PROCESSES": "4", "PATH": "/bin"}
-    env = launch.environment(parse("workers", 2), old)
-    assert env == {"PATH": "/bin", "GRADGUARD_LOCAL_WORKERS": "2"}
-
-
-def test_hosts_get_the_three_jax_variables_checked():
-    args = parse("coordinator", "10.0.0.1:12355", "processes", 2, "process", 1)
-    env = launch.environment(args, {"GRADGUARD_LOCAL_WORKERS": "2"})
-    assert env == {
-        "JAX_COORDINATOR_ADDRESS": "10.0.0.1:12355",
-        "JAX_NUM_PROCESSES": "2",
-        "JAX_PROCESS_ID": "1",
-    }
-    with pytest.raises(ClusterError, match="JAX_PROCESS_ID=2 with JAX_NUM_PROCESSES=2"):
-        launch.environment(parse("coordinator", "h:1", "processes", 2, "process", 2), {})
-    with pytest.raises(ClusterError, match="--coordinator needs --processes"):
-        launch.environment(parse("coordinator", "h:1"), {})
+def test_the_arguments_become_the_cluster_environment():
+    old = {"JAX_PROCESS_ID": "3", "PATH": "/bin"}
+    assert launch.environment(parse("workers", 2), old) == {
+        "PATH": "/bin",
+        "GRADGUARD_LOCAL_WORKERS": "2",
+    }  # the rules themselves: tests/test_local.py
 
 
 def test_other_processes_run_the_train_stage_command_of_dvc_yaml(tmp_path):
