@@ -228,13 +228,3 @@ def test_seeded_lower_rules_use_the_baseline_mean_and_verdict_rules_any_seed():
     assert one_bad.outcome == "fail" and one_bad.reason.startswith("seed 6: ")
     with pytest.raises(GateUsageError, match="at least 2"):
         check_seeded(healthy, [5], [True], [True])
-
-
-def test_the_seeded_gate_writes_the_projects_seed_key_and_shows_its_metric():
-    from gradguard.experiments.gate import plan_for
-
-    plan = plan_for([3, 4], "wip", "trainer.random_state", "results/scores.json:test.f1")
-    cell = plan.cells()[1]
-    assert cell.experiment == "gate-wip-s4"
-    assert plan.overrides(cell) == {"trainer.random_state": 4}
-    assert plan.files == ("results/scores.json",)

@@ -375,3 +375,26 @@ def test_fit_reads_no_files():
     source = (SOURCES["gradguard"] / "training" / "fit.py").read_text()
     for reader in ("read_text", "open(", "np.load", "load_model(", "json.load"):
         assert reader not in source, reader
+
+
+# A module's tests are in tests/test_<module>.py; these names differ (two modules share a
+# name, or the module is private).
+TEST_FILE_OF = {
+    "evaluation/report.py": "test_evaluation_report.py",
+    "experiments/report.py": "test_compare_report.py",
+    "experiments/gate.py": "test_seeded_gate.py",
+    "_tf_distribute.py": "test_tf_distribute.py",
+}
+
+
+def test_every_library_module_has_a_test_file_named_after_it():
+    missing = []
+    for path in library_modules():
+        if path.name == "__init__.py":
+            continue
+        module = path.relative_to(SOURCES["gradguard"]).as_posix()
+        name = TEST_FILE_OF.get(module, f"test_{path.stem}.py")
+        if not (ROOT / "tests" / name).is_file():
+            missing.append(f"{module}: tests/{name}")
+    assert missing == []
+    assert all((ROOT / "tests" / name).is_file() for name in TEST_FILE_OF.values())
