@@ -103,11 +103,11 @@ def plan_of(args: argparse.Namespace) -> Plan:
     return plan
 
 
-def _sweep_plans(args, plan: Plan, share, looks) -> tuple[str, list]:
+def _sweep_plans(args, plan: Plan, shard, looks) -> tuple[str, list]:
     """The sweep's key and one checked plan per value; ParamsError names the first problem."""
     from gradguard.experiments.sweep import parse_sweep, sweep_plans
 
-    if share is not None or looks or args.lr_ladder:
+    if shard is not None or looks or args.lr_ladder:
         raise ParamsError(
             "--sweep runs whole compares: leave out --shard, --until-decided and --lr-ladder"
         )
@@ -151,7 +151,7 @@ def compare_main(argv: list[str] | None = None, prog: str = "gradguard compare")
         if args.from_json is not None:
             return rebuild_report(args.from_json, Path(args.out))
         plan = plan_of(args)
-        share = shard_of(args.shard, args.until_decided or args.report_only)
+        shard = shard_of(args.shard, args.until_decided or args.report_only)
     except ParamsError as error:
         print(f"compare: error: {error}", file=sys.stderr)
         return 2
@@ -159,15 +159,15 @@ def compare_main(argv: list[str] | None = None, prog: str = "gradguard compare")
     queue = Experiments(files=plan.files)
     if args.sweep is not None:
         try:
-            plans = _sweep_plans(args, plan, share, looks)
+            plans = _sweep_plans(args, plan, shard, looks)
         except ParamsError as error:
             print(f"compare: error: {error}", file=sys.stderr)
             return 2
         return _run_sweep(args, queue, plans)
     flow = CompareRun(queue, plan, args.jobs, out=Path(args.out), looks=looks, poll=args.poll)
     try:
-        if share is not None:
-            return flow.shard(*share)
+        if shard is not None:
+            return flow.shard(*shard)
         return flow.report_only() if args.report_only else flow.run()
     except DvcError as error:
         print(f"compare: error: {error}", file=sys.stderr)

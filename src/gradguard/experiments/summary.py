@@ -71,12 +71,12 @@ def _spread(values: Sequence[float], confidence: float) -> dict | None:
 
 
 def _paired(
-    mine: Mapping[int, float], other: Mapping[int, float], confidence: float
+    remedy: Mapping[int, float], reference: Mapping[int, float], confidence: float
 ) -> tuple[list[float], stats.Interval] | None:
-    seeds = sorted(set(mine) & set(other))
+    seeds = sorted(set(remedy) & set(reference))
     if len(seeds) < 2:
         return None
-    first, second = [mine[s] for s in seeds], [other[s] for s in seeds]
+    first, second = [remedy[s] for s in seeds], [reference[s] for s in seeds]
     differences = [a - b for a, b in zip(first, second, strict=True)]
     return differences, stats.paired_difference(first, second, confidence=confidence)
 
@@ -171,12 +171,12 @@ def _label(
         return "inconclusive", None
     if summary is best:
         return "recommended", {"estimate": 0.0, "low": 0.0, "high": 0.0, "seeds": len(finished)}
-    mine, theirs = _seed_values(summary, sign), _seed_values(best, sign)
-    seeds = sorted(set(mine) & set(theirs))
+    remedy, best_values = _seed_values(summary, sign), _seed_values(best, sign)
+    seeds = sorted(set(remedy) & set(best_values))
     if len(seeds) < 2:
         return "inconclusive", None
     decision = stats.decide(
-        [mine[s] for s in seeds], [theirs[s] for s in seeds], margin, confidence=confidence
+        [remedy[s] for s in seeds], [best_values[s] for s in seeds], margin, confidence=confidence
     )
     against = {**_interval(decision.interval), "seeds": decision.seeds}
     if decision.outcome == "within":
@@ -197,14 +197,14 @@ def _versus_none(
 ) -> dict | None:
     if none is None or summary is none:
         return None
-    mine, theirs = _seed_values(summary, sign), _seed_values(none, sign)
-    paired = _paired(mine, theirs, confidence)
+    remedy, control = _seed_values(summary, sign), _seed_values(none, sign)
+    paired = _paired(remedy, control, confidence)
     if paired is None:
         return None
     differences, interval = paired
-    seeds = sorted(set(mine) & set(theirs))
+    seeds = sorted(set(remedy) & set(control))
     improvement = stats.probability_of_improvement(
-        [mine[s] for s in seeds], [theirs[s] for s in seeds]
+        [remedy[s] for s in seeds], [control[s] for s in seeds]
     )
     return {
         **_interval(interval),
