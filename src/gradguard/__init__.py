@@ -26,8 +26,8 @@ _EXPORTS = {
     "clip_by_norm": "gradguard.functional.clipping",
     "clip_by_global_norm": "gradguard.functional.clipping",
     "adaptive_clip": "gradguard.functional.clipping",
-    "autoclip_threshold": "gradguard.functional.clipping",
-    "zscore_threshold": "gradguard.functional.clipping",
+    "autoclip_threshold": "gradguard.functional.thresholds",
+    "zscore_threshold": "gradguard.functional.thresholds",
     "global_norm": "gradguard.functional.clipping",
     "spike_check": "gradguard.functional.detection",
     # params and errors

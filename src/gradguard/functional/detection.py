@@ -6,7 +6,8 @@ from typing import NamedTuple
 
 from keras import ops
 
-from gradguard.functional.clipping import lazy_cond, window_percentile
+from gradguard.functional.clipping import lazy_cond
+from gradguard.functional.thresholds import window_percentile
 
 # Levanter's floor on the window's standard deviation: without it a window of equal
 # values (std 0) makes any larger value a spike, e.g. 1.000001 after (1, 1).

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 
 from keras import ops
 
-from gradguard.functional import clipping, detection
-from gradguard.functional.clipping import AutoClipState, ZScoreState
+from gradguard.functional import clipping, detection, thresholds
 from gradguard.functional.detection import CollapseState, SpikeState
 from gradguard.functional.state import STEP_LOG_COLUMNS
+from gradguard.functional.thresholds import AutoClipState, ZScoreState
 from gradguard.settings import (
     BOUNDS,
     CLIP_MODES,
@@ -132,11 +132,11 @@ def clip(
         return clipped, inf, {}
     if config.mode == "autoclip":
         old = AutoClipState(state["autoclip_history"], state["autoclip_count"])
-        bound, new = clipping.autoclip_threshold(old, pre_clip_norm, config.autoclip_percentile)
+        bound, new = thresholds.autoclip_threshold(old, pre_clip_norm, config.autoclip_percentile)
         updates = {"autoclip_history": new.history, "autoclip_count": new.count}
     elif config.mode == "zscore":
         old = ZScoreState(state["zscore_count"], state["zscore_mean"], state["zscore_var"])
-        bound, new = clipping.zscore_threshold(
+        bound, new = thresholds.zscore_threshold(
             old, pre_clip_norm, config.zscore_threshold, config.zscore_alpha, config.zscore_warmup
         )
         updates = {"zscore_count": new.count, "zscore_mean": new.mean, "zscore_var": new.var}
