@@ -7,12 +7,14 @@ import pytest
 from gradguard.errors import ParamsError
 from gradguard.experiments.plan import Cell, choose
 from gradguard.experiments.sweep import (
+    nudge,
     parse_sweep,
     success,
     sweep_markdown,
     sweep_plans,
     sweep_report,
     write_sweep,
+    x_scale,
 )
 
 
@@ -76,3 +78,16 @@ def test_a_sweep_report_is_written_with_its_figure(plan, tmp_path):
     text = (tmp_path / "sweep.md").read_text()
     assert "| `none` | 100 % [16, 100] | 50 % [1, 99] |" in text  # 2/2 and 1/2, exact CIs
     assert "## data.length = 40" in text and (tmp_path / "sweep.png").stat().st_size > 1000
+
+
+def test_a_ladder_is_drawn_on_a_log_axis_and_lines_stand_apart_by_one_percent():
+    assert x_scale([0.01, 0.1, 0.5, 1.0, 2.0]) == "log"  # a factor of 200
+    assert x_scale([20, 30, 40, 50]) == "linear"  # a factor of 2.5
+    assert x_scale([0.0, 1.0, 10.0]) == "linear"  # 0 has no place on a log axis
+    assert x_scale(["simple", "lstm"]) == "linear" and x_scale([True, False]) == "linear"
+    # linear: the first of two lines 0.5 % of the span (80 - 20 = 60) left of 20
+    assert nudge(20, 0, 2, [20, 80], "linear") == pytest.approx(20 - 0.3)
+    assert nudge(20, 1, 3, [20, 80], "linear") == 20  # the middle line stays
+    # log: a factor of (2.0 / 0.01) ** 0.005 per half step, 200 ** 0.005 = 1.02685...
+    assert nudge(0.1, 1, 2, [0.01, 2.0], "log") == pytest.approx(0.1026846, abs=1e-7)
+    assert nudge(0.1, 0, 2, [0.01, 2.0], "log") == pytest.approx(0.0973856, abs=1e-7)

@@ -108,6 +108,24 @@ def _share(entry: Mapping | None) -> str:
     return f"{100 * entry['estimate']:.0f} % [{100 * entry['low']:.0f}, {100 * entry['high']:.0f}]"
 
 
+def x_scale(values: Sequence) -> str:
+    """'log' for positive numbers that span a factor of 10 or more (a learning-rate
+    ladder), else 'linear'."""
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    if numeric and min(values) > 0 and max(values) >= 10 * min(values):
+        return "log"
+    return "linear"
+
+
+def nudge(x: float, line: int, lines: int, xs: Sequence[float], scale: str) -> float:
+    """`x` moved by 1 % of the axis per line from the middle one, so that the interval
+    bars of `lines` lines at one value stand apart (a factor on a log axis)."""
+    step = (line - (lines - 1) / 2) * 0.01
+    if scale == "log":
+        return x * (max(xs) / min(xs)) ** step
+    return x + step * (max(xs) - min(xs) or 1)
+
+
 def plot_sweep(sweep: Mapping, path: Path) -> None:
     """Success share against the value, one line per remedy, with interval bars."""
     import matplotlib
@@ -118,20 +136,22 @@ def plot_sweep(sweep: Mapping, path: Path) -> None:
     values = sweep["values"]
     numeric = all(isinstance(v, int | float) for v in values)
     xs = values if numeric else list(range(len(values)))
+    scale = x_scale(values)
     remedies = list(dict.fromkeys(name for row in sweep["success"] for name in row))
     fig, axis = plt.subplots(figsize=(6, 4))
-    for offset, name in enumerate(remedies):
+    for line, name in enumerate(remedies):
         points = [
             (x, row[name]) for x, row in zip(xs, sweep["success"], strict=True) if name in row
         ]
-        shift = (offset - (len(remedies) - 1) / 2) * 0.01 * (max(xs) - min(xs) or 1)
-        x = [p[0] + shift for p in points]
+        x = [nudge(p[0], line, len(remedies), xs, scale) for p in points]
         y = [p[1]["estimate"] for p in points]
         below = [p[1]["estimate"] - p[1]["low"] for p in points]
         above = [p[1]["high"] - p[1]["estimate"] for p in points]
         axis.errorbar(x, y, yerr=[below, above], marker="o", capsize=3, label=name)
-    if not numeric:
+    axis.set_xscale(scale)
+    if scale == "log" or not numeric:
         axis.set_xticks(xs, [str(v) for v in values])
+        axis.minorticks_off()
     axis.set_xlabel(sweep["key"])
     axis.set_ylabel("share of runs that succeed")
     axis.set_ylim(-0.05, 1.05)
