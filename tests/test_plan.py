@@ -36,8 +36,8 @@ def test_the_committed_plan_has_the_default_remedies_presets_and_five_seeds(plan
     assert fast["train.learning_rate"] == 10 * plan.presets["temporal-order"]["train.learning_rate"]
     for init in ("sigmoid", "smart"):  # the rung's four keys over the initialisation's preset
         on_rung = plan.presets[f"temporal-order-fast-{init}"]
-        rung = {k: fast[k] for k in ("data.length", "train.learning_rate", "train.epochs")}
-        assert on_rung == {**plan.presets[f"temporal-order-{init}"], **rung, "train.patience": 5}
+        keys = ("data.length", "train.learning_rate", "train.epochs", "train.patience")
+        assert on_rung == {**plan.presets[f"temporal-order-{init}"], **{k: fast[k] for k in keys}}
     assert len(plan.seeds) == 5 and len(set(plan.seeds)) == 5
     for base in (None, *plan.presets):
         check_plan(choose(plan, base=base), raw_params)  # every run's params pass the schema
