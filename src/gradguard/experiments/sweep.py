@@ -108,11 +108,15 @@ def _share(entry: Mapping | None) -> str:
     return f"{100 * entry['estimate']:.0f} % [{100 * entry['low']:.0f}, {100 * entry['high']:.0f}]"
 
 
+def _numeric(values: Sequence) -> bool:
+    """Numbers that can stand on an axis (booleans are categories)."""
+    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+
+
 def x_scale(values: Sequence) -> str:
     """'log' for positive numbers that span a factor of 10 or more (a learning-rate
     ladder), else 'linear'."""
-    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-    if numeric and min(values) > 0 and max(values) >= 10 * min(values):
+    if _numeric(values) and min(values) > 0 and max(values) >= 10 * min(values):
         return "log"
     return "linear"
 
@@ -134,7 +138,7 @@ def plot_sweep(sweep: Mapping, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     values = sweep["values"]
-    numeric = all(isinstance(v, int | float) for v in values)
+    numeric = _numeric(values)
     xs = values if numeric else list(range(len(values)))
     scale = x_scale(values)
     remedies = list(dict.fromkeys(name for row in sweep["success"] for name in row))
